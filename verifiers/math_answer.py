@@ -1,0 +1,302 @@
+"""Math answer verification: extract the final answer, compare it with the gold, bounded.
+
+Pipeline (Math-Verify's shape, our own code): ``extract_answer`` finds the answer in a
+completion; ``check_equivalence`` first tries a cheap in-process path that cannot hang (string
+and plain-number normalisation, choice letters), and otherwise sends the pair to a pool of
+worker processes (``verifiers.bounded``) that parse with a grammar and compare with sympy under
+a hard time and memory limit. Every failure (timeout, memory, parse error) is "not equal" with a
+reason; nothing here raises to the caller.
+
+Example:
+    >>> extract_answer("<think>maybe 3</think><answer>\\\\boxed{4}</answer>")
+    '4'
+    >>> is_equivalent("0.5", "\\\\frac{1}{2}")
+    True
+    >>> math_reward("<answer>2</answer>", {"answer": "3"})
+    0.0
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+from verifiers.bounded import BoundedPool, shared_pool
+from verifiers.math_parse import MAX_ANSWER_CHARS, fast_compare
+
+WORKER_TARGET = "verifiers.math_parse:compare_request"
+# Memory per worker: python + sympy + the ANTLR parser take about 150 MB of address space; the
+# rest is headroom for one comparison. A comparison needing more is refused, not swapped.
+WORKER_MEMORY_MB = 1024
+# Workers for single calls (is_equivalent / math_reward); batches size their own pool.
+DEFAULT_NUM_WORKERS = 2
+DEFAULT_FALLBACKS = ("answer_is", "last_number")
+# Lenient extraction for comparing two free texts (peer cases, the verify CLI).
+TEXT_FALLBACKS = ("whole", "answer_is", "last_math", "last_number")
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """Result of one comparison: ``equal`` and a short human-readable ``reason``."""
+
+    equal: bool
+    reason: str
+
+
+# ---------------------------------------------------------------------------------------------
+# Extraction
+# ---------------------------------------------------------------------------------------------
+
+_BOX_START = re.compile(r"\\(?:boxed|fbox)\b\s*")
+# What may sit between two boxes of one multi-part answer: "\boxed{1} and \boxed{2}".
+_BOX_SEPARATOR = re.compile(
+    r"(?:[\s,;$.]|\\quad|\\qquad|\\[\[\]()]|\\text\{\s*(?:and|or|,)?\s*\}|\b(?:and|or)\b)*")
+_ANSWER_IS = re.compile(r"(?i)\b(?:final answer|the answer|answer)\b\s*(?:is\b|:|：)?\s*:?")
+_MATH_SPAN = re.compile(r"\$\$(.+?)\$\$|\$([^$\n]+?)\$|\\\((.+?)\\\)|\\\[(.+?)\\\]", re.S)
+_LAST_NUMBER = re.compile(r"(?<![A-Za-z0-9_.])-?(?:\d{1,3}(?:,\d{3})+|\d+)(?:[.,]\d+)?(?:\s*/\s*\d+)?")
+_PROSE_WORD = re.compile(r"[A-Za-z]{4,}")
+_ALLOWED_WORDS = {"percent", "percentage", "units", "unit", "meters", "miles", "inches", "feet",
+                  "degrees", "infty", "infinity", "yuan", "dollars", "cents", "hours", "minutes"}
+
+
+def strip_think(text: str) -> str:
+    """Remove reasoning: closed ``<think>`` blocks, everything before a lone ``</think>`` (the
+    prompt opened it), and everything after an unclosed ``<think>`` (reasoning never ended).
+
+    Example:
+        >>> strip_think("<think>x=3</think> so 4")
+        ' so 4'
+    """
+    text = re.sub(r"<think>.*?</think>", " ", text, flags=re.S)
+    if "</think>" in text:
+        text = text.rsplit("</think>", 1)[1]
+    if "<think>" in text:
+        text = text.split("<think>", 1)[0]
+    return text
+
+
+def _box_argument(text: str, start: int) -> tuple[str, int] | None:
+    r"""The argument of a box starting at ``start`` (after ``\boxed``): ``{...}`` or one token."""
+    if start < len(text) and text[start] == "{":
+        depth = 0
+        for index in range(start, len(text)):
+            depth += {"{": 1, "}": -1}.get(text[index], 0)
+            if depth == 0:
+                return text[start + 1:index], index + 1
+        return None
+    token = re.match(r"[^\s$}]+", text[start:])
+    return (token.group(0), start + token.end()) if token else None
+
+
+def find_boxed(text: str) -> str | None:
+    r"""The last boxed answer; adjacent boxes joined by separators form one list answer.
+
+    Example:
+        >>> find_boxed(r"so \boxed{1} and \boxed{2}.")
+        '1, 2'
+        >>> find_boxed(r"\boxed 5") 
+        '5'
+    """
+    groups: list[list[str]] = []
+    previous_end = None
+    for match in _BOX_START.finditer(text):
+        argument = _box_argument(text, match.end())
+        if argument is None:
+            continue
+        content, end = argument
+        between = text[previous_end:match.start()] if previous_end is not None else None
+        if between is not None and _BOX_SEPARATOR.fullmatch(between):
+            groups[-1].append(content)
+        else:
+            groups.append([content])
+        previous_end = end
+    return ", ".join(groups[-1]) if groups else None
+
+
+def _answer_is(text: str) -> str | None:
+    matches = list(_ANSWER_IS.finditer(text))
+    if not matches:
+        return None
+    rest = text[matches[-1].end():]
+    rest = re.split(r"(?<!\d)\.(?:\s|$)|\n|\bI hope\b", rest, maxsplit=1)[0].strip()
+    span = _last_math(rest)
+    return span if span else (rest or None)
+
+
+def _last_math(text: str) -> str | None:
+    spans = [next(group for group in match.groups() if group is not None).strip()
+             for match in _MATH_SPAN.finditer(text)]
+    spans = [span for span in spans if span]
+    return spans[-1] if spans else None
+
+
+def _last_number(text: str) -> str | None:
+    numbers = _LAST_NUMBER.findall(text)
+    return numbers[-1] if numbers else None
+
+
+def _whole(text: str) -> str | None:
+    """The whole text when it reads as a bare answer (no prose words), else None."""
+    bare = re.sub(r"\\[A-Za-z]+\s*(\{[^{}]*\})?", " ", text)
+    words = {word.lower() for word in _PROSE_WORD.findall(bare)} - _ALLOWED_WORDS
+    return text.strip() if text.strip() and not words and len(text) <= 300 else None
+
+
+_FALLBACKS = {"answer_is": _answer_is, "last_math": _last_math, "last_number": _last_number,
+              "whole": _whole}
+
+
+def extract_answer(text: str, fallbacks: tuple[str, ...] = DEFAULT_FALLBACKS) -> str | None:
+    r"""The final answer in a completion, or None.
+
+    Order: the content of the last ``<answer>...</answer>`` (its boxed content when it has a
+    box); else the last ``\boxed{..}``/``\fbox{..}``/``\boxed 5`` group; else each fallback in
+    turn: ``answer_is`` ("the answer is X"), ``last_math`` (last $..$, \(..\), \[..\] span),
+    ``last_number``, ``whole`` (the text itself when it has no prose). Reasoning inside
+    ``<think>`` never counts.
+
+    Example:
+        >>> extract_answer("<think>\\boxed{1}</think> The answer is 7.")
+        '7'
+        >>> extract_answer("<think>the answer is 1</think>") is None
+        True
+    """
+    if not isinstance(text, str):
+        return None
+    visible = strip_think(text)
+    answers = re.findall(r"<answer>(.*?)</answer>", visible, flags=re.S)
+    if answers:
+        inner = answers[-1]
+        return (find_boxed(inner) or inner).strip()
+    boxed = find_boxed(visible)
+    if boxed is not None:
+        return boxed.strip()
+    for name in fallbacks:
+        if name not in _FALLBACKS:
+            raise ValueError(f"unknown fallback {name!r}; known: {sorted(_FALLBACKS)}")
+        found = _FALLBACKS[name](visible)
+        if found and found.strip():
+            return found.strip()
+    return None
+
+
+# ---------------------------------------------------------------------------------------------
+# Comparison
+# ---------------------------------------------------------------------------------------------
+
+
+def _pool(num_workers: int = DEFAULT_NUM_WORKERS) -> BoundedPool:
+    return shared_pool(WORKER_TARGET, num_workers=num_workers, memory_mb=WORKER_MEMORY_MB)
+
+
+def _precheck(pred, gold, rel_tol: float) -> Verdict | None:
+    """Verdicts decided without a worker: missing or oversized input, or the fast path."""
+    if pred is None or gold is None:
+        return Verdict(False, "missing answer")
+    pred, gold = str(pred), str(gold)
+    if len(pred) > MAX_ANSWER_CHARS or len(gold) > MAX_ANSWER_CHARS:
+        return Verdict(False, f"answer longer than {MAX_ANSWER_CHARS} characters")
+    try:
+        fast = fast_compare(pred, gold, rel_tol=rel_tol)
+    except Exception as exc:  # noqa: BLE001 - never raise to a reward function
+        return Verdict(False, f"normalisation error: {type(exc).__name__}")
+    return Verdict(*fast) if fast is not None else None
+
+
+def _ask_worker(pool: BoundedPool, pred, gold, rel_tol: float, timeout_s: float) -> Verdict:
+    result = pool.call({"pred": str(pred), "gold": str(gold), "rel_tol": rel_tol}, timeout_s=timeout_s)
+    if not result.ok or not isinstance(result.value, dict):
+        return Verdict(False, result.reason or "worker gave no answer")
+    return Verdict(bool(result.value.get("equal")), str(result.value.get("reason", "")))
+
+
+def check_equivalence(pred: str, gold: str, *, rel_tol: float = 1e-4, timeout_s: float = 2.0) -> Verdict:
+    r"""Whether ``pred`` means the same answer as ``gold``, with the reason.
+
+    Numbers match within ``rel_tol`` (relative); expressions, equations, relations, tuples
+    (ordered), sets and bare lists (unordered), intervals, matrices and choice letters are
+    compared structurally. Bounded by ``timeout_s`` of worker time and the worker memory limit.
+
+    Example:
+        >>> check_equivalence(r"\{2, 1\}", "1, 2")
+        Verdict(equal=True, reason='equal (symbolic)')
+        >>> check_equivalence("9^9^9^9", "1").equal
+        False
+    """
+    verdict = _precheck(pred, gold, rel_tol)
+    if verdict is not None:
+        return verdict
+    return _ask_worker(_pool(), pred, gold, rel_tol, timeout_s)
+
+
+def is_equivalent(pred: str, gold: str, *, rel_tol: float = 1e-4, timeout_s: float = 2.0) -> bool:
+    """``check_equivalence(...).equal``.
+
+    Example:
+        >>> is_equivalent("x^2+2x+1", "(x+1)^2")
+        True
+    """
+    return check_equivalence(pred, gold, rel_tol=rel_tol, timeout_s=timeout_s).equal
+
+
+def batch_is_equivalent(pairs: list[tuple[str, str]], *, num_workers: int | None = None,
+                        timeout_s: float = 2.0, rel_tol: float = 1e-4) -> list[Verdict]:
+    """Verdicts for many ``(pred, gold)`` pairs, in order, over a pool of worker processes.
+
+    Each pair gets its own ``timeout_s``; a pair that hangs or exhausts memory costs only its
+    worker (killed and replaced), never the batch.
+
+    Example:
+        >>> [v.equal for v in batch_is_equivalent([("1/2", "0.5"), ("3", "4")])]
+        [True, False]
+    """
+    verdicts: list[Verdict | None] = [_precheck(pred, gold, rel_tol) for pred, gold in pairs]
+    pending = [index for index, verdict in enumerate(verdicts) if verdict is None]
+    if pending:
+        num_workers = max(1, num_workers or os.cpu_count() or 1)
+        pool = _pool(num_workers)
+        with ThreadPoolExecutor(max_workers=num_workers) as executor:
+            answers = executor.map(
+                lambda index: _ask_worker(pool, *pairs[index], rel_tol, timeout_s), pending)
+            for index, verdict in zip(pending, answers):
+                verdicts[index] = verdict
+    return verdicts  # type: ignore[return-value]
+
+
+def check_answer_texts(pred_text: str, gold_text: str, *, rel_tol: float = 1e-4,
+                       timeout_s: float = 2.0) -> Verdict:
+    r"""Compare two free texts (solutions, or bare answers) by extracting an answer from each
+    with the lenient ``TEXT_FALLBACKS`` first.
+
+    Example:
+        >>> check_answer_texts("Thus the answer is $\\frac{1}{2}$.", "$0.5$").equal
+        True
+    """
+    pred = extract_answer(pred_text, TEXT_FALLBACKS)
+    gold = extract_answer(gold_text, TEXT_FALLBACKS)
+    if gold is None:
+        return Verdict(False, "no answer found in gold")
+    if pred is None:
+        return Verdict(False, "no answer found in prediction")
+    return check_equivalence(pred, gold, rel_tol=rel_tol, timeout_s=timeout_s)
+
+
+def math_reward(completion: str, example: dict) -> float:
+    """1.0 when the completion's final answer equals ``example["answer"]``, else 0.0.
+
+    Never raises: a missing answer, a parse failure or a timeout all give 0.0.
+
+    Example:
+        >>> math_reward("<think>2+2</think><answer>4</answer>", {"answer": "4"})
+        1.0
+    """
+    try:
+        gold = example.get("answer") if isinstance(example, dict) else None
+        pred = extract_answer(completion)
+        if pred is None or gold is None:
+            return 0.0
+        return 1.0 if is_equivalent(pred, str(gold)) else 0.0
+    except Exception:  # noqa: BLE001 - a reward must never take down training
+        return 0.0

@@ -1,0 +1,703 @@
+"""Normalising, safely parsing and comparing math answers (the part that runs in workers).
+
+Untrusted text never reaches ``eval``/``exec``/``sympify``/``parse_expr``. Two parse routes:
+
+* plain text (no backslash or braces): Python's ``ast.parse(mode="eval")``, then a whitelist
+  walk that builds sympy objects itself (numbers, single-letter symbols, a few named constants
+  and functions, + - * / ** and unary signs, tuples);
+* LaTeX: ``latex2sympy2_extended.latex2sympy``, an ANTLR grammar that builds sympy objects.
+
+Before either, ``refusal_reason`` rejects inputs that could blow up (power towers, huge
+literals, deep nesting, very long text). Comparison (``compare_texts``) is meant to run inside a
+``verifiers.bounded`` worker, which bounds its time and memory; ``fast_compare`` is the cheap
+in-process path for plain numbers, letters and identical strings, and cannot hang.
+
+Example:
+    >>> clean_answer(r"$\\dfrac12$ \\text{ meters}")
+    '\\\\frac{1}{2}'
+    >>> fast_compare("1,000", "1000.0", rel_tol=1e-4)
+    (True, 'numbers equal')
+"""
+
+from __future__ import annotations
+
+import ast
+import functools
+import re
+from fractions import Fraction
+
+# Limits that keep parsing and evaluation cheap; an answer beyond them is refused, not parsed.
+MAX_ANSWER_CHARS = 2000
+MAX_DIGIT_RUN = 200
+MAX_NESTING_DEPTH = 40
+MAX_EXPONENT_DIGITS = 4
+MAX_PLAIN_EXPONENT = 10_000
+
+# ---------------------------------------------------------------------------------------------
+# Normalisation
+# ---------------------------------------------------------------------------------------------
+
+_SPACING = [r"\!", r"\,", r"\;", r"\:", r"\qquad", r"\quad", r"\displaystyle", r"\limits", "~"]
+_TEXT_COMMANDS = r"text|textbf|textit|textrm|textnormal|mathrm|mathbf|mathit|mbox|operatorname|rm|bf"
+_TEXT_GROUP = re.compile(r"\\(?:" + _TEXT_COMMANDS + r")\s*\{")
+_UNIT_WORDS = (
+    "percentage|percent|pct|degrees|degree|units|unit|meters|meter|cm|mm|km|m|inches|inch|feet|"
+    "foot|ft|miles|mile|yards|yard|hours|hour|minutes|minute|seconds|second|days|day|years|year|"
+    "dollars|dollar|cents|cent|yuan|kg|g|grams|gram|liters|liter|sq|square|cubic"
+)
+_TRAILING_UNITS = re.compile(r"(?<=[\d}.])\s*(?:(?:" + _UNIT_WORDS + r")\b\.?\s*)+(?:\^\{?\d\}?)?$")
+_MC_LETTER = re.compile(r"^\(?([A-Za-z])\)?$")
+
+
+def _matching_brace(text: str, open_index: int) -> int:
+    """Index of the ``}`` that closes the ``{`` at ``open_index``, or -1."""
+    depth = 0
+    for index in range(open_index, len(text)):
+        if text[index] == "{":
+            depth += 1
+        elif text[index] == "}":
+            depth -= 1
+            if depth == 0:
+                return index
+    return -1
+
+
+def _unwrap_text_commands(text: str) -> str:
+    r"""``\text{..}`` and friends: drop them after a number (units), unwrap them elsewhere."""
+    match = _TEXT_GROUP.search(text)
+    while match:
+        close = _matching_brace(text, match.end() - 1)
+        if close < 0:
+            return text
+        inner = text[match.end():close]
+        before = text[:match.start()].rstrip()
+        after = text[close + 1:]
+        is_unit = bool(before) and (before[-1].isdigit() or before[-1] == "}") and \
+            re.fullmatch(r"[\sA-Za-z.²³]*", inner) is not None and inner.strip() not in ("", "i", "e")
+        if is_unit:
+            after = re.sub(r"^\s*\^\s*\{?\d\}?", "", after)
+            text = text[:match.start()] + after
+        else:
+            text = text[:match.start()] + inner + after
+        match = _TEXT_GROUP.search(text)
+    return text
+
+
+def _split_outside_groups(text: str, separators: str) -> list[str]:
+    """Split on any character of ``separators`` that is not inside (), [], {}."""
+    parts, depth, current = [], 0, []
+    for char in text:
+        if char in "([{":
+            depth += 1
+        elif char in ")]}":
+            depth -= 1
+        if char in separators and depth == 0:
+            parts.append("".join(current))
+            current = []
+        else:
+            current.append(char)
+    parts.append("".join(current))
+    return parts
+
+
+def _normalise_thousands_and_decimal_comma(text: str) -> str:
+    """``1,000,000`` -> ``1000000``; a lone ``1,22`` or ``0,111`` (decimal comma) -> ``1.22``."""
+    stripped = text.strip()
+    if re.fullmatch(r"-?\d{1,3}(,\d{3})+(\.\d+)?", stripped) and not stripped.lstrip("-").startswith("0,"):
+        return stripped.replace(",", "")
+    decimal_comma = re.fullmatch(r"(-?\d+),(\d+)", stripped)
+    if decimal_comma and (decimal_comma.group(1).lstrip("-") == "0" or len(decimal_comma.group(2)) == 2):
+        return f"{decimal_comma.group(1)}.{decimal_comma.group(2)}"
+    if re.fullmatch(r"-?\d{1,3}( \d{3})+(\.\d+)?", stripped):
+        return stripped.replace(" ", "")
+    return text
+
+
+def _normalise_fracs_and_roots(text: str) -> str:
+    r"""``\dfrac``/``\tfrac``/``\cfrac`` -> ``\frac``; ``\frac12``, ``\frac1{7}``, ``\sqrt3`` get braces."""
+    text = re.sub(r"\\[dtc]frac", r"\\frac", text)
+    text = re.sub(r"\\frac\s*(\w)\s*(\w)", r"\\frac{\1}{\2}", text)
+    text = re.sub(r"\\frac\s*(\w)\s*\{", r"\\frac{\1}{", text)
+    text = re.sub(r"\\frac\s*(\{[^{}]*\})\s*(\w)", r"\\frac\1{\2}", text)
+    text = re.sub(r"\\sqrt\s*(\w)", r"\\sqrt{\1}", text)
+    return text
+
+
+def _strip_relation_prefix(text: str) -> str:
+    r"""``x \in [1,2]`` -> ``[1,2]``; ``x \approx 3`` handled by ``_cut_approx``."""
+    return re.sub(r"^\s*[A-Za-z](?:_\{?\w+\}?)?\s*\\in\s*", "", text)
+
+
+def _cut_approx(text: str) -> str:
+    r"""Keep the exact value from ``a \approx b``; keep ``b`` when ``a`` is just a variable."""
+    parts = re.split(r"\\approx|≈", text)
+    if len(parts) == 1:
+        return text
+    left = parts[0].strip()
+    if re.fullmatch(r"[A-Za-z](_\{?\w+\}?)?", left):
+        return parts[-1]
+    return left
+
+
+def clean_answer(text: str) -> str:
+    r"""Strip presentation (delimiters, spacing, units, percent, degrees, \text) from an answer.
+
+    The result is still LaTeX-ish; it is what both parse routes and the string fast path see.
+
+    Example:
+        >>> clean_answer(r"\left( \frac{1}{3} \right)")
+        '(\\frac{1}{3})'
+        >>> clean_answer("14{,}916")
+        '14916'
+        >>> clean_answer(r"90^\circ")
+        '90'
+    """
+    text = text.strip()
+    text = re.sub(r"\\boxed\s*\{(.*)\}", r"\1", text, flags=re.S) if text.startswith("\\boxed") else text
+    text = text.replace("\\$", "").replace("$", "").replace("€", "").replace("£", "")
+    text = re.sub(r"\\(left|right|big|Big|bigg|Bigg)\b\.?", "", text)
+    text = re.sub(r"\\[\[\]()]", "", text)
+    for spacing in _SPACING:
+        text = text.replace(spacing, " ")
+    text = re.sub(r"(?<!\\)\\ ", " ", text)  # "\ " is a space, "\\ " a row break
+    text = re.sub(r"\^\s*\{?\s*\\circ\s*\}?|°|\\degree", "", text)
+    text = re.sub(r"\\%|%", "", text)
+    text = text.replace("{,}", "")
+    text = _unwrap_text_commands(text)
+    text = _TRAILING_UNITS.sub("", text.strip())
+    text = re.sub(r"\\(le|leqslant)\b", r"\\leq", text)
+    text = re.sub(r"\\(ge|geqslant)\b", r"\\geq", text)
+    text = text.replace("\\ne ", "\\neq ").replace("!=", "\\neq ")
+    text = _normalise_fracs_and_roots(text)
+    text = _cut_approx(text)
+    text = _strip_relation_prefix(text)
+    text = re.sub(r"\s+", " ", text).strip()
+    text = re.sub(r"[\s.,;\\]+$", "", text)
+    return _normalise_thousands_and_decimal_comma(text)
+
+
+def refusal_reason(text: str) -> str | None:
+    """Why an answer is refused before any parsing (None when it is fine to parse).
+
+    Example:
+        >>> refusal_reason("9^9^9^9")
+        'power tower'
+        >>> refusal_reason("x^2 + 1") is None
+        True
+    """
+    if len(text) > MAX_ANSWER_CHARS:
+        return f"answer longer than {MAX_ANSWER_CHARS} characters"
+    if re.search(r"\d{%d,}" % (MAX_DIGIT_RUN + 1), text):
+        return f"number with more than {MAX_DIGIT_RUN} digits"
+    depth = max_depth = 0
+    for char in text:
+        depth += char in "([{"
+        depth -= char in ")]}"
+        max_depth = max(max_depth, depth)
+    if max_depth > MAX_NESTING_DEPTH:
+        return f"nesting deeper than {MAX_NESTING_DEPTH}"
+    power = r"(?:\^|\*\*)\s*[{(]?\s*"
+    if re.search(r"[\w})]\s*" + power + r"[-+]?[\w.]+\s*[})]?\s*" + power, text):
+        return "power tower"
+    if re.search(power + r"[-+]?\d{%d,}" % (MAX_EXPONENT_DIGITS + 1), text):
+        return f"exponent with more than {MAX_EXPONENT_DIGITS} digits"
+    return None
+
+
+# ---------------------------------------------------------------------------------------------
+# Fast path: plain numbers, letters, identical strings (in-process, cannot hang)
+# ---------------------------------------------------------------------------------------------
+
+_NUMBER = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d{1,3})?")
+_FRACTION = re.compile(r"([-+]?\d+)\s*/\s*(\d+)")
+_LATEX_FRACTION = re.compile(r"([-+]?)\\frac\{\s*(\d+)\s*\}\{\s*(\d+)\s*\}")
+_MIXED = re.compile(r"([-+]?\d+)\s*(?:\\frac\{\s*(\d+)\s*\}\{\s*(\d+)\s*\}|\s(\d+)\s*/\s*(\d+))")
+
+
+def parse_plain_number(text: str) -> Fraction | None:
+    """A number written plainly (integer, decimal, 1e-3, a/b, \\frac{a}{b}, mixed 2 1/2), exactly.
+
+    Example:
+        >>> parse_plain_number(r"2\\frac{1}{2}")
+        Fraction(5, 2)
+        >>> parse_plain_number("x") is None
+        True
+    """
+    text = text.strip()
+    if len(text) > MAX_DIGIT_RUN:
+        return None
+    try:
+        if _NUMBER.fullmatch(text):
+            return Fraction(text)
+        if match := _FRACTION.fullmatch(text):
+            return Fraction(int(match.group(1)), int(match.group(2)))
+        if match := _LATEX_FRACTION.fullmatch(text):
+            value = Fraction(int(match.group(2)), int(match.group(3)))
+            return -value if match.group(1) == "-" else value
+        if match := _MIXED.fullmatch(text):
+            whole = int(match.group(1))
+            numerator, denominator = (match.group(2), match.group(3)) if match.group(2) else \
+                (match.group(4), match.group(5))
+            part = Fraction(int(numerator), int(denominator))
+            return whole - part if text.lstrip().startswith("-") else whole + part
+    except (ValueError, ZeroDivisionError):
+        return None
+    return None
+
+
+def numbers_close(a, b, rel_tol: float) -> bool:
+    """Relative tolerance against the larger magnitude; exact zero needs |other| <= rel_tol^2.
+
+    Example:
+        >>> numbers_close(Fraction(1, 3), Fraction(3333, 10000), 1e-4)
+        True
+    """
+    if a == b:
+        return True
+    scale = max(abs(a), abs(b))
+    return abs(a - b) <= rel_tol * scale
+
+
+def fast_compare(pred: str, gold: str, *, rel_tol: float) -> tuple[bool, str] | None:
+    """A definitive verdict from string/number normalisation alone, or None to go symbolic.
+
+    Example:
+        >>> fast_compare("(B)", r"\\text{B}", rel_tol=1e-4)
+        (True, 'same choice letter')
+    """
+    pred_clean, gold_clean = clean_answer(pred), clean_answer(gold)
+    if pred_clean == gold_clean and pred_clean:
+        return True, "identical after normalisation"
+    pred_number, gold_number = parse_plain_number(pred_clean), parse_plain_number(gold_clean)
+    if pred_number is not None and gold_number is not None:
+        if numbers_close(pred_number, gold_number, rel_tol):
+            return True, "numbers equal"
+        return False, f"numbers differ ({pred_clean} vs {gold_clean})"
+    gold_letter, pred_letter = _MC_LETTER.fullmatch(gold_clean), _MC_LETTER.fullmatch(pred_clean)
+    if gold_letter and pred_letter:
+        same = gold_letter.group(1).lower() == pred_letter.group(1).lower()
+        return (True, "same choice letter") if same else (False, "different choice letters")
+    if gold_number is not None and re.fullmatch(r"[\sA-Za-z]*", pred_clean):
+        return False, "a number was expected"
+    if not pred_clean:
+        return False, "empty answer"
+    return None
+
+
+# ---------------------------------------------------------------------------------------------
+# Safe plain-text parser (ast whitelist -> sympy)
+# ---------------------------------------------------------------------------------------------
+
+_PLAIN_ALLOWED = re.compile(r"[0-9A-Za-z_+\-*/^().,\s]*")
+
+
+@functools.lru_cache(maxsize=1)
+def _plain_names() -> tuple[dict, dict]:
+    import sympy
+
+    constants = {"pi": sympy.pi, "oo": sympy.oo, "inf": sympy.oo, "infty": sympy.oo,
+                 "infinity": sympy.oo, "e": sympy.E, "i": sympy.I}
+    functions = {"sqrt": sympy.sqrt, "sin": sympy.sin, "cos": sympy.cos, "tan": sympy.tan,
+                 "sec": sympy.sec, "csc": sympy.csc, "cot": sympy.cot, "log": sympy.log,
+                 "ln": sympy.log, "exp": sympy.exp, "abs": sympy.Abs, "asin": sympy.asin,
+                 "acos": sympy.acos, "atan": sympy.atan}
+    return constants, functions
+
+
+def _insert_implicit_multiplication(text: str) -> str:
+    """``2x`` -> ``2*x``, ``x(`` stays a call only for known functions, ``)(`` -> ``)*(``."""
+    _, functions = _plain_names()
+    text = re.sub(r"(\d)\s*([A-Za-z(])", r"\1*\2", text)
+    text = re.sub(r"\)\s*([\w(])", r")*\1", text)
+
+    def split_word(match: re.Match) -> str:
+        word = match.group(0)
+        if word in functions or word in _plain_names()[0]:
+            return word
+        return "*".join(word)  # "xy" means x*y in an answer
+
+    text = re.sub(r"[A-Za-z]+", split_word, text)
+    return re.sub(r"\b([A-Za-z])\s*\(", lambda m: m.group(0) if m.group(1) in functions
+                  else f"{m.group(1)}*(", text)
+
+
+def _plain_node_to_sympy(node: ast.AST, depth: int = 0):
+    import sympy
+
+    if depth > MAX_NESTING_DEPTH:
+        raise ValueError("expression nested too deeply")
+    constants, functions = _plain_names()
+    recurse = functools.partial(_plain_node_to_sympy, depth=depth + 1)
+    if isinstance(node, ast.Constant) and type(node.value) in (int, float):
+        return sympy.Rational(str(node.value)) if isinstance(node.value, float) else sympy.Integer(node.value)
+    if isinstance(node, ast.Name):
+        if node.id in constants:
+            return constants[node.id]
+        if len(node.id) == 1:
+            return sympy.Symbol(node.id)
+        raise ValueError(f"name {node.id!r} not allowed")
+    if isinstance(node, ast.UnaryOp) and isinstance(node.op, (ast.UAdd, ast.USub)):
+        operand = recurse(node.operand)
+        return -operand if isinstance(node.op, ast.USub) else operand
+    if isinstance(node, ast.BinOp):
+        left, right = recurse(node.left), recurse(node.right)
+        if isinstance(node.op, ast.Add):
+            return left + right
+        if isinstance(node.op, ast.Sub):
+            return left - right
+        if isinstance(node.op, ast.Mult):
+            return left * right
+        if isinstance(node.op, ast.Div):
+            return left / right
+        if isinstance(node.op, ast.Pow):
+            if right.is_number and abs(complex(right)) > MAX_PLAIN_EXPONENT:
+                raise ValueError("exponent too large")
+            return sympy.Pow(left, right)
+        raise ValueError(f"operator {type(node.op).__name__} not allowed")
+    if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id in functions \
+            and not node.keywords and 1 <= len(node.args) <= 2:
+        return functions[node.func.id](*[recurse(arg) for arg in node.args])
+    if isinstance(node, ast.Tuple):  # only bare lists reach here ("1, 2"): unordered, like LaTeX
+        return sympy.FiniteSet(*[recurse(element) for element in node.elts])
+    raise ValueError(f"syntax {type(node).__name__} not allowed")
+
+
+def parse_plain(text: str):
+    """Parse plain-text math (``x^2 + 2*x + 1``, ``sqrt(2)/2``) through an ast whitelist.
+
+    Anything outside the whitelist (attributes, lambdas, subscripts, strings, unknown names)
+    raises ValueError; nothing is ever evaluated as Python.
+
+    Example:
+        >>> parse_plain("2x^2 + 1")
+        2*x**2 + 1
+    """
+    if not _PLAIN_ALLOWED.fullmatch(text) or "__" in text:
+        raise ValueError("characters outside the plain-text grammar")
+    source = _insert_implicit_multiplication(text.replace("^", "**"))
+    tree = ast.parse(source, mode="eval")
+    return _plain_node_to_sympy(tree.body)
+
+
+# ---------------------------------------------------------------------------------------------
+# LaTeX route and the structure of an answer
+# ---------------------------------------------------------------------------------------------
+
+
+def _split_equation_chain(text: str) -> str:
+    """``x = 5+5+1 = 11`` -> ``x = 11``; ``1 = y = 0`` -> ``y = 0`` (keep the final value)."""
+    parts = [part for part in re.split(r"(?<![<>!\\])=(?!=)", text)]
+    if len(parts) < 3:
+        return text
+    first = parts[0].strip()
+    if re.fullmatch(r"[A-Za-z](_\{?\w+\}?)?(\([a-z]\))?", first):
+        return f"{first} = {parts[-1].strip()}"
+    return f"{parts[-2].strip()} = {parts[-1].strip()}"
+
+
+def _imaginary_unit(expr):
+    import sympy
+
+    symbol_i = sympy.Symbol("i")
+    if hasattr(expr, "free_symbols") and symbol_i in expr.free_symbols:
+        return expr.subs(symbol_i, sympy.I)
+    return expr
+
+
+def _parse_latex(text: str):
+    from latex2sympy2_extended import latex2sympy
+
+    return latex2sympy(text)
+
+
+@functools.lru_cache(maxsize=4096)
+def parse_answer(text: str):
+    """Clean and parse one answer into a sympy object (cached: golds repeat across a group).
+
+    Raises ValueError when the answer is refused or unparsable.
+
+    Example:
+        >>> parse_answer(r"\\frac{1}{2}")
+        1/2
+    """
+    cleaned = clean_answer(text)
+    reason = refusal_reason(cleaned)
+    if reason:
+        raise ValueError(f"refused: {reason}")
+    cleaned = _split_equation_chain(cleaned)
+    cleaned = re.sub(r"(?<=\d);(?=\s*-?\d)", ",", cleaned)
+    cleaned = re.sub(r"\s+(?:and|or)\s+|(?<=\d)(?:and|or)(?=[-\d(])", ", ", cleaned)
+    if cleaned and not re.search(r"[\\{}]", cleaned) and not re.search(r"[<>=]", cleaned) \
+            and not re.search(r"^\s*[(\[].*[)\]]\s*$", cleaned):
+        try:
+            return _imaginary_unit(parse_plain(cleaned))
+        except (ValueError, SyntaxError, TypeError, RecursionError):
+            pass
+    try:
+        return _imaginary_unit(_parse_latex(cleaned))
+    except Exception as exc:  # noqa: BLE001 - the grammar raises bare Exception on bad input
+        raise ValueError(f"unparsable: {str(exc).splitlines()[0][:80] if str(exc) else type(exc).__name__}")
+
+
+# ---------------------------------------------------------------------------------------------
+# Structural comparison of parsed answers (runs inside a bounded worker)
+# ---------------------------------------------------------------------------------------------
+
+
+def _is_simple_lhs(expr) -> bool:
+    """True for the left side of an assignment-like equation: ``x``, ``f(x)``, ``|AB|``, ``a:b``."""
+    import sympy
+
+    return bool(expr.free_symbols) and not expr.atoms(sympy.Number) - {sympy.Integer(-1)} \
+        if isinstance(expr, sympy.Expr) else False
+
+
+def _as_value(expr):
+    """Unwrap answers that name their value: ``x = 4`` -> 4, ``x in [0,1]`` -> [0,1], {a} -> a."""
+    import sympy
+
+    if isinstance(expr, sympy.Eq) and _is_simple_lhs(expr.lhs):
+        return _as_value(expr.rhs)
+    if isinstance(expr, sympy.FiniteSet) and len(expr) == 1:
+        return _as_value(next(iter(expr)))
+    return expr
+
+
+def _relation_interval(expr):
+    """``a < x <= b`` (an And of two relations on one expression) as an Interval, else None."""
+    import sympy
+
+    if not isinstance(expr, sympy.And) or len(expr.args) != 2:
+        return None
+    bounds = {}
+    for relation in expr.args:
+        if not isinstance(relation, (sympy.StrictLessThan, sympy.LessThan, sympy.StrictGreaterThan,
+                                     sympy.GreaterThan)):
+            return None
+        small, large = (relation.lhs, relation.rhs) if relation.rel_op in ("<", "<=") else \
+            (relation.rhs, relation.lhs)
+        strict = relation.rel_op in ("<", ">")
+        if small.is_number and not large.is_number:
+            bounds["low"], bounds["left_open"], bounds["var_low"] = small, strict, large
+        elif large.is_number and not small.is_number:
+            bounds["high"], bounds["right_open"], bounds["var_high"] = large, strict, small
+    if {"low", "high"} <= bounds.keys() and bounds["var_low"] == bounds["var_high"]:
+        return sympy.Interval(bounds["low"], bounds["high"], bounds["left_open"], bounds["right_open"])
+    return None
+
+
+def _numeric_value(expr):
+    import sympy
+
+    if isinstance(expr, sympy.Expr) and expr.is_number:
+        value = complex(expr.evalf(30))
+        return value
+    return None
+
+
+def _exprs_equal(a, b, rel_tol: float) -> bool:
+    import sympy
+
+    if a == b:
+        return True
+    if a.is_infinite or b.is_infinite:
+        return sympy.simplify(a - b) == 0 if not (a.is_infinite and b.is_infinite) else a == b
+    value_a, value_b = _numeric_value(a), _numeric_value(b)
+    if value_a is not None and value_b is not None:
+        return numbers_close(value_a, value_b, rel_tol)
+    if (value_a is None) != (value_b is None):
+        return False
+    if a.free_symbols != b.free_symbols:
+        a, b = _align_symbols(a, b)
+        if a.free_symbols != b.free_symbols:
+            return False
+    difference = sympy.simplify(a - b)
+    if difference == 0:
+        return True
+    return _probably_zero(difference, rel_tol)
+
+
+def _align_symbols(a, b):
+    """Compare case-insensitively: the LaTeX grammar lowercases symbols, plain text does not."""
+    import sympy
+
+    lower = {symbol: sympy.Symbol(symbol.name.lower()) for symbol in a.free_symbols | b.free_symbols}
+    return a.xreplace(lower), b.xreplace(lower)
+
+
+def _probably_zero(difference, rel_tol: float) -> bool:
+    """Numeric check at a few rational points for identities simplify() leaves unsolved."""
+    import sympy
+
+    symbols = sorted(difference.free_symbols, key=lambda symbol: symbol.name)
+    for point in ((sympy.Rational(3, 7), sympy.Rational(5, 11)), (sympy.Rational(13, 10), sympy.Rational(-2, 3))):
+        values = {symbol: point[index % 2] + index for index, symbol in enumerate(symbols)}
+        value = _numeric_value(difference.xreplace(values))
+        if value is None or abs(value) > rel_tol:
+            return False
+    return True
+
+
+def _relation_key(relation):
+    """(expression that is > 0 or >= 0 or != 0, operator) for a relation, normalised to '>'."""
+    op = relation.rel_op
+    if op in ("<", "<="):
+        return relation.rhs - relation.lhs, {"<": ">", "<=": ">="}[op]
+    return relation.lhs - relation.rhs, op
+
+
+def _relations_equal(a, b, rel_tol: float) -> bool:
+    import sympy
+
+    (expr_a, op_a), (expr_b, op_b) = _relation_key(a), _relation_key(b)
+    if op_a != op_b:
+        return False
+    if op_a in ("==", "!="):  # any nonzero multiple describes the same solutions
+        if _exprs_equal(expr_a, expr_b, rel_tol) or _exprs_equal(expr_a, -expr_b, rel_tol):
+            return True
+    elif _exprs_equal(expr_a, expr_b, rel_tol):
+        return True
+    if expr_b == 0:
+        return False
+    ratio = sympy.simplify(expr_a / expr_b)
+    if not ratio.is_number or ratio == 0:
+        return False
+    return op_a in ("==", "!=") or bool(ratio.is_positive)
+
+
+def _sequence_equal(items_a, items_b, rel_tol: float) -> bool:
+    return len(items_a) == len(items_b) and all(
+        answers_equal(x, y, rel_tol) for x, y in zip(items_a, items_b))
+
+
+def _set_equal(items_a, items_b, rel_tol: float) -> bool:
+    """Unordered: each element of one matched to a distinct equal element of the other."""
+    if len(items_a) != len(items_b):
+        return False
+    remaining = list(items_b)
+    for item in items_a:
+        for index, candidate in enumerate(remaining):
+            if answers_equal(item, candidate, rel_tol):
+                del remaining[index]
+                break
+        else:
+            return False
+    return True
+
+
+def _interval_equal(a, b, rel_tol: float) -> bool:
+    return a.left_open == b.left_open and a.right_open == b.right_open and \
+        _exprs_equal(a.start, b.start, rel_tol) and _exprs_equal(a.end, b.end, rel_tol)
+
+
+def _collection_items(expr):
+    """Elements of a list-like answer and whether their order matters, or None."""
+    import sympy
+
+    if isinstance(expr, sympy.FiniteSet):
+        return list(expr.args), False
+    if isinstance(expr, (sympy.Tuple, tuple, list)):
+        return list(expr), True
+    return None
+
+
+def answers_equal(a, b, rel_tol: float) -> bool:
+    """Structural equality of two parsed answers (see module docs for the rules).
+
+    Example:
+        >>> import sympy
+        >>> answers_equal(sympy.FiniteSet(1, 2), sympy.FiniteSet(2, 1), 1e-4)
+        True
+    """
+    import sympy
+
+    if isinstance(a, sympy.Eq) and isinstance(b, sympy.Eq) and _relations_equal(a, b, rel_tol):
+        return True
+    a, b = _as_value(a), _as_value(b)
+    a = _relation_interval(a) or a
+    b = _relation_interval(b) or b
+    if isinstance(a, sympy.MatrixBase) or isinstance(b, sympy.MatrixBase):
+        return _matrices_equal(a, b, rel_tol)
+    if isinstance(a, sympy.Interval) and isinstance(b, sympy.Interval):
+        return _interval_equal(a, b, rel_tol)
+    if isinstance(a, sympy.Interval) != isinstance(b, sympy.Interval):
+        return _interval_vs_pair(a, b, rel_tol)
+    if isinstance(a, sympy.Union) and isinstance(b, sympy.Union):
+        return _set_equal(list(a.args), list(b.args), rel_tol)
+    items_a, items_b = _collection_items(a), _collection_items(b)
+    if items_a is not None and items_b is not None:
+        ordered = items_a[1] and items_b[1]
+        return (_sequence_equal if ordered else _set_equal)(items_a[0], items_b[0], rel_tol)
+    if items_a is not None or items_b is not None:
+        return False
+    if isinstance(a, sympy.core.relational.Relational) and isinstance(b, sympy.core.relational.Relational):
+        return _relations_equal(a, b, rel_tol)
+    if isinstance(a, sympy.Expr) and isinstance(b, sympy.Expr):
+        return _exprs_equal(a, b, rel_tol)
+    return a == b
+
+
+def _interval_vs_pair(a, b, rel_tol: float) -> bool:
+    """``(1, 2)`` is both an open interval and an ordered pair: accept either reading."""
+    import sympy
+
+    interval, other = (a, b) if isinstance(a, sympy.Interval) else (b, a)
+    if interval.left_open and interval.right_open and isinstance(other, sympy.Tuple) and len(other) == 2:
+        return _exprs_equal(interval.start, other[0], rel_tol) and _exprs_equal(interval.end, other[1], rel_tol)
+    return False
+
+
+def _matrices_equal(a, b, rel_tol: float) -> bool:
+    import sympy
+
+    def as_matrix(value):
+        if isinstance(value, sympy.MatrixBase):
+            return value
+        if isinstance(value, sympy.Tuple) and len(value) == 1 and isinstance(value[0], sympy.MatrixBase):
+            return value[0]
+        return None
+
+    a, b = as_matrix(a), as_matrix(b)
+    if a is None or b is None or a.shape != b.shape:
+        return False
+    return all(_exprs_equal(x, y, rel_tol) for x, y in zip(a, b))
+
+
+def compare_texts(pred: str, gold: str, rel_tol: float = 1e-4) -> tuple[bool, str]:
+    """Full comparison of two answer strings: fast path, then parse and compare structurally.
+
+    Run it inside a bounded worker (``verifiers.math_answer`` does): parsing LaTeX and
+    ``simplify`` have no time bound of their own.
+
+    Example:
+        >>> compare_texts(r"\\{2, 1\\}", "1, 2")
+        (True, 'equal (symbolic)')
+    """
+    fast = fast_compare(pred, gold, rel_tol=rel_tol)
+    if fast is not None:
+        return fast
+    try:
+        gold_value = parse_answer(gold)
+    except ValueError as exc:
+        gold_value = None
+        gold_error = str(exc)
+    try:
+        pred_value = parse_answer(pred)
+    except ValueError as exc:
+        return False, f"prediction {exc}"
+    if gold_value is None:
+        return False, f"gold {gold_error}"
+    if answers_equal(pred_value, gold_value, rel_tol):
+        return True, "equal (symbolic)"
+    return False, "not equal"
+
+
+def compare_request(payload: dict) -> dict:
+    """Worker entry point: ``{"pred", "gold", "rel_tol"}`` -> ``{"equal", "reason"}``.
+
+    Example:
+        >>> compare_request({"pred": "0.5", "gold": r"\\frac{1}{2}", "rel_tol": 1e-4})
+        {'equal': True, 'reason': 'numbers equal'}
+    """
+    equal, reason = compare_texts(str(payload["pred"]), str(payload["gold"]), float(payload["rel_tol"]))
+    return {"equal": bool(equal), "reason": reason}
