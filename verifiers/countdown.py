@@ -96,7 +96,8 @@ def _precheck(text: str) -> None:
 
 def _parse(text: str) -> ast.expr:
     try:
-        return ast.parse(text.strip(), mode="eval").body
+        # Newlines between tokens are fine for a reader but end an expression for Python.
+        return ast.parse(" ".join(text.split()), mode="eval").body
     except (SyntaxError, ValueError, RecursionError, MemoryError) as error:
         raise _Rejected(f"not an expression: {type(error).__name__}") from None
 
