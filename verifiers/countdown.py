@@ -159,11 +159,15 @@ def countdown_check(answer_text: str, numbers: list[int], target: int) -> tuple[
     """
     if not isinstance(answer_text, str):
         return False, "answer is not a string"
+    # The "= target" suffix gets a little room beyond the expression cap; nothing is truncated,
+    # since a cut could turn "= 24 and more" into an accepted "= 24".
+    if len(answer_text) > MAX_ANSWER_CHARS + 32:
+        return False, f"answer longer than {MAX_ANSWER_CHARS} characters"
     try:
         text = answer_text
         for alias, op in _OPERATOR_ALIASES.items():
             text = text.replace(alias, op)
-        text = _strip_claimed_result(text[: MAX_ANSWER_CHARS + 64], target)
+        text = _strip_claimed_result(text, target)
         _precheck(text)
         tree = _parse(text)
         _check_numbers(_literals(tree), list(numbers))

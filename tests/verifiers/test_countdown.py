@@ -40,6 +40,8 @@ CHECK_CASES = [
     ("tower_of_powers", "9**9**9**9", [9, 9, 9, 9], 1, False, "power"),
     ("deep_parentheses", "(" * 100 + "6*4" + ")" * 100, [6, 4], 24, False, "nested deeper"),
     ("too_long", "1+" * 400 + "1", [1] * 401, 401, False, "longer than"),
+    # Must not be cut at the cap right after "= 24" and then accepted.
+    ("claimed_result_then_text_beyond_cap", "6*4" + " " * 500 + "=" + " " * 70 + "24" + "and more", [6, 4], 24, False, "longer than"),
     ("function_call", "__import__('os')", NUMBERS, 0, False, "characters not allowed"),
     ("names_and_text", "six times four", [6, 4], 24, False, "characters not allowed"),
     ("text_around_expression", "The answer is 6*4", [6, 4], 24, False, "characters not allowed"),
