@@ -302,10 +302,11 @@ class _Solver:
         reached: dict[Fraction, Expr] = {}
         for small, large in _splits(mask):
             pairs = itertools.product(self.all_values(small).items(), self.all_values(large).items())
-            for (a, a_expr), (b, b_expr) in pairs:
+            for first, second in pairs:
                 for op in self.ops:
-                    orders = ((a, a_expr, b, b_expr), (b, b_expr, a, a_expr)) if op in "-/" else ((a, a_expr, b, b_expr),)
-                    for left, left_expr, right, right_expr in orders:
+                    # + and * commute; - and / need both operand orders.
+                    orders = ((first, second), (second, first)) if op in "-/" else ((first, second),)
+                    for (left, left_expr), (right, right_expr) in orders:
                         value = _apply(op, left, right)
                         if value is not None and value not in reached:
                             reached[value] = _format(op, left_expr, right_expr)

@@ -195,7 +195,8 @@ def score_batch(
     once rather than after a slow batch.
 
     >>> ex = {"task": "countdown", "meta": {"numbers": [3, 5], "target": 2}}
-    >>> score_batch(["<answer>5-3</answer>", "<answer>3-5</answer>"], [ex, ex], {"countdown": {"countdown": 1}})
+    >>> completions = ["<answer>5-3</answer>", "<answer>3-5</answer>"]
+    >>> score_batch(completions, [ex, ex], {"countdown": {"countdown": 1}})
     [(1.0, {'countdown': 1.0}), (0.0, {'countdown': 0.0})]
     """
     if len(completions) != len(examples):
@@ -204,7 +205,6 @@ def score_batch(
     for example in examples:
         task = example.get("task") if isinstance(example, dict) else None
         if task not in resolved:
-            raise ValueError(
-                f"no reward weights for task {task!r}; configured tasks: {', '.join(sorted(resolved)) or '(none)'}"
-            )
+            configured = ", ".join(sorted(resolved)) or "(none)"
+            raise ValueError(f"no reward weights for task {task!r}; configured tasks: {configured}")
     return [_weighted(c, ex, resolved[ex["task"]]) for c, ex in zip(completions, examples)]

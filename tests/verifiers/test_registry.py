@@ -228,3 +228,14 @@ def test_score_batch_rejects_length_mismatch():
 
 def test_score_batch_of_nothing_is_empty():
     assert score_batch([], [], WEIGHTS_BY_TASK) == []
+
+
+@pytest.mark.parametrize("module_name", ["verifiers.format_reward", "verifiers.countdown", "verifiers.registry"])
+def test_docstring_examples_hold(module_name):
+    # The examples in the docstrings are the quickest documentation; keep them true.
+    import doctest
+    import importlib
+
+    result = doctest.testmod(importlib.import_module(module_name), optionflags=doctest.ELLIPSIS)
+    assert result.attempted > 0
+    assert result.failed == 0
