@@ -46,11 +46,13 @@ import argparse
 import functools
 import json
 import logging
+import marshal
 import os
 import secrets
 import selectors
 import shutil
 import signal
+import stat
 import subprocess
 import sys
 import tempfile
@@ -95,6 +97,9 @@ NOBODY_ID = 65534
 # unique per run, so RLIMIT_NPROC (counted per uid) is a per-run budget.
 RUN_UID_BASE = 1_500_000_000
 RUN_UID_SPAN = 500_000_000
+
+
+_LOGGED_WARNINGS: set[str] = set()
 
 
 class SandboxUnavailable(RuntimeError):
@@ -233,9 +238,21 @@ def validate_tests(tests) -> None:
 # ----------------------------------------------------------------------------------------------
 
 
+# Python inside the sandbox runs this, then the harness's bytecode sent on stdin with the job:
+# compiling the harness from source at every start would cost more than the rest of the run.
+BOOTSTRAP = (
+    "import marshal,sys\n"
+    "code,job=marshal.loads(sys.stdin.buffer.read())\n"
+    "namespace={'__name__':'sandbox_harness'}\n"
+    "exec(code,namespace)\n"
+    "sys.exit(namespace['main'](job))\n"
+)
+
+
 @functools.cache
-def _harness_source() -> str:
-    return Path(__file__).with_name("sandbox_harness.py").read_text(encoding="utf-8")
+def _harness_code():
+    source = Path(__file__).with_name("sandbox_harness.py").read_text(encoding="utf-8")
+    return compile(source, "sandbox_harness.py", "exec", optimize=2)
 
 
 def _python_install() -> tuple[str, list[str]]:
@@ -249,7 +266,7 @@ def _python_install() -> tuple[str, list[str]]:
 def _python_args() -> list[str]:
     executable, _ = _python_install()
     # -S: no site-packages (faster start, stdlib only); -s: no user site; -B: no .pyc writes.
-    return [executable, "-S", "-s", "-B", "-c", _harness_source()]
+    return [executable, "-S", "-s", "-B", "-c", BOOTSTRAP]
 
 
 def _system_dir_args() -> list[str]:
@@ -297,7 +314,7 @@ def sandbox_support() -> tuple[bool, str]:
     if shutil.which("bwrap") is None:
         return False, f"bwrap (bubblewrap) was not found on PATH; {INSTALL_HINT}"
     command = _bwrap_command(SandboxLimits(), _running_as_root())
-    command[-1] = "import os; assert os.path.isdir('/tmp')"  # the harness text is the last argument
+    command[-1] = "import os; assert os.path.isdir('/tmp')"  # in place of the bootstrap
     try:
         probe = subprocess.run(command, capture_output=True, timeout=30, cwd="/")
     except (OSError, subprocess.TimeoutExpired) as error:
@@ -339,10 +356,29 @@ def _build_job(source: str, tests: dict, limits: SandboxLimits, sandboxed: bool,
         "run_as_uid": None,
         "run_as_gid": None,
     }
-    if _running_as_root():
+    if _running_as_root() and (sandboxed or _install_usable_by_others()):
         run_id = RUN_UID_BASE + secrets.randbelow(RUN_UID_SPAN)
         job["run_as_uid"] = job["run_as_gid"] = run_id
+    job["allow_root"] = _running_as_root() and job["run_as_uid"] is None
     return job
+
+
+@functools.cache
+def _install_usable_by_others() -> bool:
+    """Whether an unprivileged uid can reach the Python install (e.g. not under a 0700 /root).
+
+    Only matters for unsandboxed runs as root: inside bwrap the install is mounted where
+    anyone can reach it.
+    """
+    executable, binds = _python_install()
+    for path in (os.path.dirname(executable), *binds):
+        while True:
+            if not os.stat(path).st_mode & stat.S_IXOTH:
+                return False
+            if path == "/":
+                break
+            path = os.path.dirname(path)
+    return True
 
 
 def _communicate(proc: subprocess.Popen, job_bytes: bytes, hard_deadline: float, max_stdout_bytes: int):
@@ -413,13 +449,21 @@ def _warn_unsandboxed(reason: str) -> None:
         f"running UNTRUSTED code WITHOUT a sandbox (allow_unsandboxed=True): {reason}. "
         "Only rlimits and a temporary directory separate the program from this machine."
     )
+    if _running_as_root() and not _install_usable_by_others():
+        message += (
+            " Programs also run AS ROOT: no other uid can read the Python install, and "
+            "RLIMIT_NPROC does not bind for root, so process count is not limited."
+        )
     warnings.warn(message, RuntimeWarning, stacklevel=3)
-    log.warning(message)
+    if message not in _LOGGED_WARNINGS:  # the log gets it once per process, not once per program
+        _LOGGED_WARNINGS.add(message)
+        log.warning(message)
 
 
 def _execute(job: dict, limits: SandboxLimits, sandboxed: bool) -> tuple[bytes, bytes, str | None]:
     """Start the harness (in bwrap or bare), feed it the job, collect its report."""
-    job_bytes = json.dumps(job, ensure_ascii=False).encode("utf-8")
+    # marshal, not JSON: the harness avoids importing json (see there); the host is trusted.
+    job_bytes = marshal.dumps((_harness_code(), job))
     per_case_bytes = int(limits.max_output_bytes) * 6 + RECORD_OVERHEAD_BYTES
     max_stdout_bytes = per_case_bytes * len(job["inputs"]) + RECORD_OVERHEAD_BYTES
     hard_deadline = job["deadline_monotonic"] + TEARDOWN_GRACE_S

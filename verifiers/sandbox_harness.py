@@ -1,7 +1,7 @@
 """The trusted program that runs *inside* the sandbox and executes untrusted code, one test at a time.
 
 ``verifiers.sandbox`` starts ``python -S -c <this file's text>`` inside bubblewrap and writes one
-JSON *job* on its stdin: the untrusted source, the test kind, the *inputs* of every case (stdin
+JSON *job* on its stdin (marshal: it comes from the trusted host): the untrusted source, the test kind, the *inputs* of every case (stdin
 text, or call arguments), the limits and a per-run nonce. Expected outputs never enter the
 sandbox. For each case the harness forks a child that runs the untrusted code with its own
 stdin/stdout/stderr pipes, and reports what the child produced (stdout text, or the JSON-encoded
@@ -23,13 +23,16 @@ Tagged JSON: JSON-native values travel as themselves; Python-only values use one
 
 from __future__ import annotations
 
+# Imports are kept to fast C modules: every run pays for them inside a fresh interpreter, and
+# json/selectors/signal would pull in re and enum (about 10 ms per run). The job arrives as
+# marshal (trusted: from the host); reports leave as JSON written by ``dump_json`` below.
+import _signal
 import builtins
-import json
+import marshal
 import math
 import os
 import resource
-import selectors
-import signal
+import select
 import sys
 import time
 
@@ -172,9 +175,46 @@ def _decode_tag(tag: str, payload, depth: int):
     return int(payload, 16)
 
 
+# JSON escapes: control characters, quote, backslash, and lone surrogates (which UTF-8 cannot
+# carry); str.translate applies them in one C-level pass.
+_JSON_ESCAPES = {code: f"\\u{code:04x}" for code in (*range(0x20), *range(0xD800, 0xE000))}
+_JSON_ESCAPES.update({ord('"'): '\\"', ord("\\"): "\\\\"})
+
+
+def dump_json(value) -> str:
+    """JSON text for None/bool/int/finite float/str/list/str-keyed dict (``encode_value``'s output).
+
+    The harness writes its reports with this instead of importing ``json`` (see the imports).
+
+    >>> dump_json({"a": [1, 2.5, None, True, "x\\"\\n"]})
+    '{"a": [1, 2.5, null, true, "x\\\\"\\\\n"]}'
+    """
+    if value is None:
+        return "null"
+    if value is True or value is False:
+        return "true" if value else "false"
+    kind = type(value)
+    if kind is str:
+        return '"' + value.translate(_JSON_ESCAPES) + '"'
+    if kind is int:
+        return str(value)
+    if kind is float:
+        if not math.isfinite(value):
+            raise ValueError("non-finite float")
+        return repr(value)
+    if kind is list:
+        return "[" + ", ".join(dump_json(item) for item in value) + "]"
+    if kind is dict:
+        return "{" + ", ".join(dump_json(str(key)) + ": " + dump_json(item) for key, item in value.items()) + "}"
+    raise TypeError(f"cannot write {kind.__name__} as JSON")
+
+
 # ----------------------------------------------------------------------------------------------
 # Inside the sandbox: set up, then run each case in a forked child
 # ----------------------------------------------------------------------------------------------
+
+_SIGNAL_NAMES = {getattr(_signal, name): name for name in (
+    "SIGKILL", "SIGSEGV", "SIGABRT", "SIGBUS", "SIGFPE", "SIGILL", "SIGTERM", "SIGXCPU", "SIGXFSZ", "SIGPIPE")}
 
 
 def _write_all(fd: int, data: bytes) -> None:
@@ -182,6 +222,13 @@ def _write_all(fd: int, data: bytes) -> None:
     while view:
         written = os.write(fd, view)
         view = view[written:]
+
+
+def _read_all(fd: int) -> bytes:
+    chunks = []
+    while chunk := os.read(fd, READ_CHUNK_BYTES):
+        chunks.append(chunk)
+    return b"".join(chunks)
 
 
 def _redirect_std_fds_to_devnull() -> None:
@@ -197,6 +244,8 @@ def _drop_privileges(job: dict) -> None:
     if os.getuid() != 0 and os.geteuid() != 0:
         return
     uid, gid = job.get("run_as_uid"), job.get("run_as_gid")
+    if uid is None and job.get("allow_root") and not job["pid_namespace"]:
+        return  # unsandboxed root run where no other uid can read the Python install (warned)
     if not isinstance(uid, int) or not isinstance(gid, int) or uid <= 0 or gid <= 0:
         raise SystemExit("harness: refusing to run untrusted code as root without run_as_uid")
     os.setgroups([])
@@ -236,18 +285,22 @@ def _apply_limits(limits: dict, shared_uid: bool) -> None:
         resource.setrlimit(which, (value, value))
 
 
-def _set_parent_death_signal() -> None:
-    """Without a pid namespace, a case child must die with the harness (PR_SET_PDEATHSIG)."""
+def _load_prctl():
+    """libc's prctl, loaded before privileges drop (the stdlib may be unreadable afterwards)."""
     import ctypes  # only needed in unsandboxed mode, so not imported on the fast path
 
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.prctl(1, signal.SIGKILL, 0, 0, 0)  # 1 == PR_SET_PDEATHSIG
+    return ctypes.CDLL(None, use_errno=True).prctl
+
+
+def _set_parent_death_signal(prctl) -> None:
+    """Without a pid namespace, a case child must die with the harness (PR_SET_PDEATHSIG)."""
+    prctl(1, _signal.SIGKILL, 0, 0, 0)  # 1 == PR_SET_PDEATHSIG
 
 
 def _child_setup(job: dict, fds: dict) -> None:
     os.setpgid(0, 0)
     if not job["pid_namespace"]:
-        _set_parent_death_signal()
+        _set_parent_death_signal(job["prctl"])
     os.dup2(fds["stdin_r"], 0)
     os.dup2(fds["stdout_w"], 1)
     os.dup2(fds["stderr_w"], 2)
@@ -283,12 +336,18 @@ def _exit_code_of(error: BaseException) -> int:
 
 
 def _report_exception(error: BaseException) -> None:
+    """One line, ``program.py:LINE: Type: message``; ``traceback`` would import re (slow)."""
+    line = "?"
+    frame = error.__traceback__
+    while frame is not None:
+        if frame.tb_frame.f_code.co_filename == "program.py":
+            line = frame.tb_lineno
+        frame = frame.tb_next
     try:
-        import traceback
-
-        traceback.print_exception(type(error), error, error.__traceback__, file=sys.stderr)
-    except BaseException:
-        os.write(2, f"{type(error).__name__}\n".encode())
+        message = f"program.py:{line}: {type(error).__name__}: {error}"[:1000]
+    except BaseException:  # a hostile __str__
+        message = f"program.py:{line}: {type(error).__name__}"
+    os.write(2, (message + "\n").encode("utf-8", errors="replace"))
 
 
 def _child_run_stdio(job: dict) -> int:
@@ -298,10 +357,10 @@ def _child_run_stdio(job: dict) -> int:
 
 
 def _child_run_call(job: dict, case: dict) -> int:
-    # Decode the arguments and take references to the encoder *before* untrusted code runs.
+    # Decode the arguments and take references to the encoders *before* untrusted code runs.
     args = decode_value(case.get("args", {TAG_TUPLE: []}))
     kwargs = decode_value(case.get("kwargs", {}))
-    dumps, encode = json.dumps, encode_value
+    dump, encode = dump_json, encode_value
     namespace = {"__name__": "solution", "__builtins__": builtins}
     for part, filename in ((job.get("prelude", ""), "prelude.py"), (job["source"], "program.py"),
                            (job.get("setup_code", ""), "setup.py")):
@@ -313,11 +372,11 @@ def _child_run_call(job: dict, case: dict) -> int:
         return EXIT_NO_FUNCTION
     value = function(*args, **kwargs)
     try:
-        text = dumps(encode(value), allow_nan=False, ensure_ascii=False)
+        text = dump(encode(value))
     except (TypeError, ValueError, RecursionError) as error:
         os.write(2, f"return value cannot be compared: {error}\n".encode())
         return EXIT_BAD_RETURN
-    _write_all(3, text.encode("utf-8", errors="replace"))
+    _write_all(3, text.encode("utf-8"))
     return 0
 
 
@@ -336,47 +395,54 @@ def _child_main(job: dict, case: dict, fds: dict) -> None:
 
 
 class _CaseIO:
-    """The harness side of one case: feed stdin, collect capped stdout/stderr/record."""
+    """The harness side of one case: feed stdin, collect capped stdout/stderr/record (poll)."""
+
+    READERS = ("stdout_r", "stderr_r", "record_r")
 
     def __init__(self, fds: dict, stdin_bytes: bytes, max_output_bytes: int):
         self.fds = fds
+        self.names = {}
         self.pending_stdin = memoryview(stdin_bytes)
         self.max_output_bytes = max_output_bytes
-        self.stdout = bytearray()
-        self.record = bytearray()
+        self.buffers = {"stdout_r": bytearray(), "record_r": bytearray()}
         self.stderr = bytearray()
         self.stderr_total = 0
-        self.selector = selectors.DefaultSelector()
-        for name in ("stdout_r", "stderr_r", "record_r"):
-            self.selector.register(fds[name], selectors.EVENT_READ, name)
+        self.poller = select.poll()
+        for name in self.READERS:
+            self.watch(fds[name], name, select.POLLIN)
         if self.pending_stdin:
             os.set_blocking(fds["stdin_w"], False)
-            self.selector.register(fds["stdin_w"], selectors.EVENT_WRITE, "stdin_w")
+            self.watch(fds["stdin_w"], "stdin_w", select.POLLOUT)
         else:
             self._close("stdin_w")
+
+    def watch(self, fd: int, name: str, events: int) -> None:
+        self.names[fd] = name
+        self.poller.register(fd, events)
+
+    def unwatch(self, fd: int) -> None:
+        if self.names.pop(fd, None) is not None:
+            self.poller.unregister(fd)
 
     def _close(self, name: str) -> None:
         fd = self.fds.pop(name, None)
         if fd is not None:
-            try:
-                self.selector.unregister(fd)
-            except (KeyError, ValueError):
-                pass
+            self.unwatch(fd)
             os.close(fd)
 
     def readers_open(self) -> bool:
-        return any(name in self.fds for name in ("stdout_r", "stderr_r", "record_r"))
+        return any(name in self.fds for name in self.READERS)
 
     def pump(self, timeout_s: float) -> bool:
         """Move data for up to ``timeout_s``; False once the output cap is exceeded."""
-        for key, _ in self.selector.select(max(0.0, timeout_s)):
-            name = key.data
-            if name == "exit":  # the child ended; the caller reaps it
+        for fd, _ in self.poller.poll(max(0, int(timeout_s * 1000) + 1)):
+            name = self.names.get(fd)
+            if name is None or name == "exit":  # the child ended; the caller reaps it
                 continue
             if name == "stdin_w":
                 self._feed_stdin()
                 continue
-            data = os.read(self.fds[name], READ_CHUNK_BYTES)
+            data = os.read(fd, READ_CHUNK_BYTES)
             if not data:
                 self._close(name)
             elif not self._keep(name, data):
@@ -399,14 +465,16 @@ class _CaseIO:
             self.stderr_total += len(data)
             self.stderr = (self.stderr + data)[-STDERR_KEEP_BYTES:]
             return self.stderr_total <= self.max_output_bytes
-        buffer = self.stdout if name == "stdout_r" else self.record
+        buffer = self.buffers[name]
         buffer += data
         return len(buffer) <= self.max_output_bytes
+
+    def text(self, name: str) -> str:
+        return self.buffers[name].decode("utf-8", errors="replace")
 
     def close(self) -> None:
         for name in list(self.fds):
             self._close(name)
-        self.selector.close()
 
 
 def _open_case_pipes() -> dict:
@@ -423,21 +491,21 @@ def _kill_leftovers(job: dict, pid: int) -> None:
         # In our own pid namespace kill(-1) reaches every process but pid 1 (bwrap's init) and
         # this harness, including children that left the process group with setsid().
         try:
-            os.kill(-1, signal.SIGKILL)
+            os.kill(-1, _signal.SIGKILL)
         except ProcessLookupError:
             pass
         return
     try:
-        os.killpg(pid, signal.SIGKILL)
+        os.killpg(pid, _signal.SIGKILL)
     except (ProcessLookupError, PermissionError):
         pass
 
 
-def _wait_for_child(pid: int, io: _CaseIO, deadline: float) -> tuple[str | None, object]:
+def _wait_for_child(pid: int, io: _CaseIO, deadline: float) -> tuple:
     """Pump the child's pipes until it exits; returns (forced status or None, wait4 result)."""
     try:
         exit_fd = os.pidfd_open(pid)
-        io.selector.register(exit_fd, selectors.EVENT_READ, "exit")
+        io.watch(exit_fd, "exit", select.POLLIN)
     except (AttributeError, OSError):  # kernel < 5.3: fall back to polling
         exit_fd = None
     forced = None
@@ -448,16 +516,15 @@ def _wait_for_child(pid: int, io: _CaseIO, deadline: float) -> tuple[str | None,
                 return forced, done
             remaining_s = deadline - time.monotonic()
             if remaining_s <= 0:
-                forced = forced or "timeout"
-                os.kill(pid, signal.SIGKILL)
-                return forced, os.wait4(pid, 0)
-            if not io.pump(min(remaining_s, 0.05 if exit_fd is None else remaining_s)):
+                forced = "timeout"
+            elif not io.pump(min(remaining_s, 0.05) if exit_fd is None else remaining_s):
                 forced = "output_limit"
-                os.kill(pid, signal.SIGKILL)
+            if forced:
+                os.kill(pid, _signal.SIGKILL)
                 return forced, os.wait4(pid, 0)
     finally:
         if exit_fd is not None:
-            io.selector.unregister(exit_fd)
+            io.unwatch(exit_fd)
             os.close(exit_fd)
 
 
@@ -470,7 +537,7 @@ def _drain(io: _CaseIO) -> bool:
     return True
 
 
-def _classify(forced: str | None, wait_status: int, cpu_time_s: float, job: dict) -> tuple[str, str]:
+def _classify(forced, wait_status: int, cpu_time_s: float, job: dict) -> tuple:
     """(case status, short detail) from how the child ended."""
     if forced == "timeout":
         return "timeout", "wall time limit"
@@ -478,9 +545,10 @@ def _classify(forced: str | None, wait_status: int, cpu_time_s: float, job: dict
         return "output_limit", f"output exceeded {job['limits']['max_output_bytes']} bytes"
     if os.WIFSIGNALED(wait_status):
         signum = os.WTERMSIG(wait_status)
-        if signum == signal.SIGXCPU or (signum == signal.SIGKILL and cpu_time_s >= float(job["limits"]["cpu_time_s"])):
+        cpu_limit_s = float(job["limits"]["cpu_time_s"])
+        if signum == _signal.SIGXCPU or (signum == _signal.SIGKILL and cpu_time_s >= cpu_limit_s):
             return "timeout", "cpu time limit"
-        return "crash", f"killed by signal {signal.Signals(signum).name}"
+        return "crash", f"killed by signal {_SIGNAL_NAMES.get(signum, signum)}"
     code = os.WEXITSTATUS(wait_status)
     if code == 0:
         return "ok", ""
@@ -508,21 +576,21 @@ def _run_case(job: dict, case: dict, deadline: float) -> dict:
         record = {"status": status, "detail": detail, "cpu_time_s": round(cpu_time_s, 4),
                   "stderr_tail": io.stderr.decode("utf-8", errors="replace")}
         if job["kind"] == "stdio":
-            record["stdout"] = io.stdout.decode("utf-8", errors="replace")
+            record["stdout"] = io.text("stdout_r")
         elif status == "ok":
-            record["value"] = io.record.decode("utf-8", errors="replace")
+            record["value"] = io.text("record_r")
         return record
     finally:
         io.close()
 
 
 def run_job(job: dict, result_fd: int) -> None:
-    """Run every case of ``job`` and write one JSON line per case, then a done line, to ``result_fd``."""
+    """Run every case of ``job``; write one JSON line per case, then a done line, to ``result_fd``."""
     deadline = float(job["deadline_monotonic"])
 
     def send(payload: dict) -> None:
         payload["nonce"] = job["nonce"]
-        _write_all(result_fd, (json.dumps(payload, ensure_ascii=False) + "\n").encode("utf-8"))
+        _write_all(result_fd, (dump_json(payload) + "\n").encode("utf-8"))
 
     for index, case in enumerate(job["inputs"]):
         if time.monotonic() >= deadline:
@@ -534,11 +602,15 @@ def run_job(job: dict, result_fd: int) -> None:
     send({"done": True})
 
 
-def main() -> int:
-    job = json.loads(sys.stdin.buffer.read())
+def main(job: dict | None = None) -> int:
+    """Entry point; the host passes the job (see ``BOOTSTRAP`` in ``verifiers.sandbox``)."""
+    if job is None:
+        job = marshal.loads(_read_all(0))
     result_fd = os.dup(1)
     _redirect_std_fds_to_devnull()
     shared_uid = os.getuid() != 0 and not job["pid_namespace"]
+    if not job["pid_namespace"]:
+        job["prctl"] = _load_prctl()
     _drop_privileges(job)
     _apply_limits(job["limits"], shared_uid)
     run_job(job, result_fd)
