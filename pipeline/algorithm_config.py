@@ -353,6 +353,14 @@ PRESET_SAMPLING: dict[str, dict[str, Any]] = {
     },
 }
 
+PRESET_SAMPLING_SOURCES: dict[str, str] = {
+    "deepseekmath_grpo": "DSM Sec. 4.2 (temperature not stated)",
+    "dr_grpo": "DRG README train command (Qwen2.5-Math-1.5B, 8 GPUs)",
+    "dapo": "DAPO-sh; DAPO Sec. 4.1",
+    "tinyzero_ppo": "TZ-sh; TZ-yaml (temperature, top_p, grad_clip)",
+    "nano_aha_moment": "NAM constants and DeepSpeed config",
+}
+
 SOURCE_LEGEND: dict[str, str] = {
     "DSM": "Shao et al. 2024, DeepSeekMath (arXiv:2402.03300): Eq. 3-4, Sec. 4.1-4.2",
     "DRG": "Liu et al. 2025, Understanding R1-Zero-Like Training (arXiv:2503.20783), Sec. 3.1; "
@@ -425,7 +433,7 @@ PRESET_SOURCES: dict[str, dict[str, str]] = {
     },
     "dapo": {
         "advantage_estimator": "DAPO Sec. 2.2 (group z-score); DAPO-sh adv_estimator=grpo",
-        "advantage_eps": "verl default epsilon (DAPO-sh)",
+        "advantage_eps": "DAPO-sh (verl's default GRPO epsilon)",
         "loss_aggregation": "DAPO Sec. 3.3 token-level loss; DAPO-sh use_token_level_loss",
         "loss_constant": "inert",
         "clip_eps_low": "DAPO Sec. 3.1; DAPO-sh clip_ratio_low",
@@ -461,13 +469,13 @@ PRESET_SOURCES: dict[str, dict[str, str]] = {
         "kl_coef": "TZ-sh algorithm.kl_ctrl.kl_coef",
         "kl_target": "TZ-yaml kl_ctrl.type=fixed",
         "kl_horizon": "inert",
-        "ref_refresh_steps": "TZ (none)",
+        "ref_refresh_steps": "TZ-sh (none)",
         "entropy_coef": "TZ-yaml actor.entropy_coeff",
         "num_epochs": "TZ-yaml actor.ppo_epochs",
         "num_minibatches": "TZ-sh train_batch_size 256 / ppo_mini_batch_size 128",
-        "dynamic_sampling": "TZ (none)",
+        "dynamic_sampling": "TZ-sh (none)",
         "max_sampling_rounds": "inert",
-        "truncation": "TZ (none)",
+        "truncation": "TZ-sh (none)",
         "overlong_buffer_tokens": "inert",
         "overlong_penalty_factor": "inert",
         "gamma": "TZ-yaml algorithm.gamma",
@@ -530,6 +538,13 @@ def presets_markdown_table() -> str:
         lines.append(f"| `{field}` | " + " | ".join(cells) + " |")
     sampling_keys = sorted({k for s in PRESET_SAMPLING.values() for k in s})
     for key in sampling_keys:
-        cells = [f"`{_cell(PRESET_SAMPLING[n].get(key))}`" if key in PRESET_SAMPLING[n] else "" for n in names]
+        cells = [_sampling_cell(PRESET_SAMPLING[n], key) for n in names]
         lines.append(f"| sampling: `{key}` | " + " | ".join(cells) + " |")
+    lines.append("| sampling: source | " + " | ".join(PRESET_SAMPLING_SOURCES[n] for n in names) + " |")
     return "\n".join(lines)
+
+
+def _sampling_cell(sampling: dict[str, Any], key: str) -> str:
+    if key not in sampling:
+        return ""
+    return "not stated" if sampling[key] is None else f"`{_cell(sampling[key])}`"
