@@ -52,13 +52,17 @@ class Verdict:
 _BOX_START = re.compile(r"\\(?:boxed|fbox)\b\s*")
 # What may sit between two boxes of one multi-part answer: "\boxed{1} and \boxed{2}".
 _BOX_SEPARATOR = re.compile(
-    r"(?:[\s,;$.]|\\quad|\\qquad|\\[\[\]()]|\\text\{\s*(?:and|or|,)?\s*\}|\b(?:and|or)\b)*")
+    r"(?:[\s,;$.]|\\quad|\\qquad|\\[\[\]()]|\\text\{[^{}]*\}|\b(?:and|or)\b)*")
 _ANSWER_IS = re.compile(r"(?i)\b(?:final answer|the answer|answer)\b\s*(?:is\b|:|：)?\s*:?")
-_MATH_SPAN = re.compile(r"\$\$(.+?)\$\$|\$([^$\n]+?)\$|\\\((.+?)\\\)|\\\[(.+?)\\\]", re.S)
-_LAST_NUMBER = re.compile(r"(?<![A-Za-z0-9_.])-?(?:\d{1,3}(?:,\d{3})+|\d+)(?:[.,]\d+)?(?:\s*/\s*\d+)?")
+# $$..$$, $..$ (one line; an escaped \$ inside is currency), \(..\), \[..\]
+_MATH_SPAN = re.compile(
+    r"(?<!\\)\$\$(.+?)(?<!\\)\$\$|(?<!\\)\$((?:\\\$|[^$\n])+?)(?<!\\)\$|\\\(([^\n]+?)\\\)|\\\[(.+?)\\\]", re.S)
+_LAST_NUMBER = re.compile(r"\\[dt]?frac\{-?\d+\}\{\d+\}|"
+                          r"(?<![A-Za-z0-9_.])-?(?:\d{1,3}(?:,\d{3})+|\d+)(?:[.,]\d+)?(?:\s*/\s*\d+)?")
 _PROSE_WORD = re.compile(r"[A-Za-z]{4,}")
 _ALLOWED_WORDS = {"percent", "percentage", "units", "unit", "meters", "miles", "inches", "feet",
-                  "degrees", "infty", "infinity", "yuan", "dollars", "cents", "hours", "minutes"}
+                  "degrees", "infty", "infinity", "yuan", "dollars", "cents", "hours", "minutes",
+                  "even", "true", "false"}
 
 
 def strip_think(text: str) -> str:
@@ -116,19 +120,25 @@ def find_boxed(text: str) -> str | None:
 
 
 def _answer_is(text: str) -> str | None:
+    """X in a closing "the (final) answer is X" / "Answer: X"."""
     matches = list(_ANSWER_IS.finditer(text))
     if not matches:
         return None
     rest = text[matches[-1].end():]
-    rest = re.split(r"(?<!\d)\.(?:\s|$)|\n|\bI hope\b", rest, maxsplit=1)[0].strip()
+    leading_span = _MATH_SPAN.match(rest.lstrip())
+    if leading_span:  # "Answer \[ 9 \]": a display block may span lines
+        return next(group for group in leading_span.groups() if group is not None).strip()
+    rest = re.split(r"\.(?:\s|$)|\n|\bI hope\b", rest, maxsplit=1)[0].strip()
+    rest = re.split(r"\bis\b", rest)[-1]  # "Answer: the volume of $V$ is 120" -> "120"
     span = _last_math(rest)
-    return span if span else (rest or None)
+    return span if span else (rest.strip() or None)
 
 
 def _last_math(text: str) -> str | None:
+    """The last non-empty math span that is not prose (a stray $ pair can enclose words)."""
     spans = [next(group for group in match.groups() if group is not None).strip()
              for match in _MATH_SPAN.finditer(text)]
-    spans = [span for span in spans if span]
+    spans = [span for span in spans if span and not _has_prose(span)]
     return spans[-1] if spans else None
 
 
@@ -137,11 +147,22 @@ def _last_number(text: str) -> str | None:
     return numbers[-1] if numbers else None
 
 
+def _has_prose(text: str) -> bool:
+    """Words outside LaTeX commands: a long word, two short words in a row, or any non-Latin
+    letters (a sentence in another language)."""
+    bare = re.sub(r"\\[A-Za-z]+\s*(\{[^{}]*\})?|_\{[^{}]*\}", " ", text)
+    # All-capital words are names of points or segments (ABCD, MBCN), not prose.
+    words = {word.lower() for word in _PROSE_WORD.findall(bare) if not word.isupper()} - _ALLOWED_WORDS
+    short_words = [word for word in re.findall(r"[A-Za-z']{2,}(?=\s+[A-Za-z']{2,})", bare)
+                   if word.lower() not in ("and", "or")]
+    other_script = re.search(r"[^\W\d_A-Za-z\u00b2\u00b3\u00b0\u03c0]", bare)
+    return bool(words or short_words or other_script)
+
+
 def _whole(text: str) -> str | None:
-    """The whole text when it reads as a bare answer (no prose words), else None."""
-    bare = re.sub(r"\\[A-Za-z]+\s*(\{[^{}]*\})?", " ", text)
-    words = {word.lower() for word in _PROSE_WORD.findall(bare)} - _ALLOWED_WORDS
-    return text.strip() if text.strip() and not words and len(text) <= 300 else None
+    """The whole text when it reads as a bare answer (no prose), else None."""
+    stripped = text.strip()
+    return stripped if stripped and len(stripped) <= 300 and not _has_prose(stripped) else None
 
 
 _FALLBACKS = {"answer_is": _answer_is, "last_math": _last_math, "last_number": _last_number,
@@ -165,7 +186,8 @@ def extract_answer(text: str, fallbacks: tuple[str, ...] = DEFAULT_FALLBACKS) ->
     """
     if not isinstance(text, str):
         return None
-    visible = strip_think(text)
+    # Chat-template tokens end the answer ("... is 19. <|im_start|>user").
+    visible = re.split(r"<\|(?:im_start|im_end|endoftext|eot_id)\|>", strip_think(text))[0]
     answers = re.findall(r"<answer>(.*?)</answer>", visible, flags=re.S)
     if answers:
         inner = answers[-1]
