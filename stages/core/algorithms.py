@@ -466,6 +466,16 @@ def overlong_penalty(
     return 0.0 - excess * (penalty_factor / buffer_tokens)  # 0.0 - x: no -0.0 in the logs
 
 
+def drop_truncated(mask: torch.Tensor, truncated: torch.Tensor) -> torch.Tensor:
+    """``truncation: mask``: zero the loss mask of completions that hit max_new_tokens (DAPO's
+    overlong filtering), so an unfinished answer is neither rewarded nor punished.
+
+    >>> drop_truncated(torch.ones(2, 2), torch.tensor([False, True])).tolist()
+    [[1.0, 1.0], [0.0, 0.0]]
+    """
+    return mask * (~truncated.bool()).to(mask.dtype).unsqueeze(1)
+
+
 def group_reward_std(rewards: torch.Tensor, group_size: int) -> torch.Tensor:
     """Population std of each group's rewards, (B // group_size,).
 

@@ -304,6 +304,14 @@ def test_overlong_penalty_factor_and_bad_buffer():
         alg.overlong_penalty(T([18]), max_new_tokens=20, buffer_tokens=0, penalty_factor=1.0)
 
 
+def test_drop_truncated_masks_whole_completions():
+    mask = T([[1.0, 1.0, 0.0], [1.0, 1.0, 1.0]])
+    dropped = alg.drop_truncated(mask, T([False, True]))
+    close(dropped, [[1, 1, 0], [0, 0, 0]])
+    # the truncated completion then leaves token_mean entirely
+    close(alg.token_mean(T([[1.0, 3.0, 0.0], [9.0, 9.0, 9.0]]), dropped), 2.0)
+
+
 def test_group_spread_and_dynamic_sampling_filter():
     rewards = T([1.0, 1.0, 1.0, 0.0, 0.0, 0.0, 0.5, 0.5 + 1e-9])
     close(alg.group_reward_std(rewards, 2), [0.0, 0.5, 0.0, 0.0])
