@@ -93,6 +93,18 @@ OPTIONAL_REWARDS: dict[str, tuple[str, str, tuple[float, float], str]] = {
         (0.0, 1.0),
         "1 if the final answer is mathematically equal to the gold answer",
     ),
+    "code_tests": (
+        "verifiers.code_reward",
+        "code_tests_reward",
+        (0.0, 1.0),
+        "fraction of the example's tests that the program in the answer passes, run in the sandbox",
+    ),
+    "code_all_pass": (
+        "verifiers.code_reward",
+        "code_all_pass_reward",
+        (0.0, 1.0),
+        "1 if the program in the answer passes every test of the example, run in the sandbox",
+    ),
 }
 
 for _name, (_module, _attr, _range, _description) in OPTIONAL_REWARDS.items():

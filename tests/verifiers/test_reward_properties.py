@@ -33,7 +33,7 @@ def _time_bound_s(name: str) -> float:
     if name.startswith(SANDBOXED_PREFIX):
         return 30.0
     if name == "math":
-        return 10.0  # the math verifier's own per-comparison timeout is 2 s, plus worker start
+        return 5.0  # the math verifier's own per-comparison timeout is 2 s, plus worker start
     return 1.0
 
 
@@ -80,14 +80,19 @@ _wrapped = st.tuples(_fragment, _fragment).map(lambda parts: f"<think>{parts[0]}
 COMPLETIONS = st.one_of(st.text(), _hostile, _expression, _tag_soup, _wrapped)
 
 
+# A function-call test in verifiers.code_reward's format: f(x) must return 2 * x.
+CODE_TESTS = {"kind": "call", "fn_name": "f", "cases": [{"args": [1], "expected": 2}, {"args": [3], "expected": 6}]}
+
+
 def _example(numbers: list[int], target: int, answer: str, prompt_ends_with_think: bool) -> dict:
-    """One row carrying every field a registered reward reads (countdown meta, math gold)."""
+    """One row carrying every field a registered reward reads (countdown meta, math gold, code tests)."""
     return {
         "id": "property",
         "source": "hypothesis",
         "task": "property",
         "prompt": "Use the numbers to reach the target.",
         "answer": answer,
+        "tests": CODE_TESTS,
         "meta": {"numbers": numbers, "target": target, "prompt_ends_with_think": prompt_ends_with_think},
     }
 
