@@ -49,6 +49,7 @@ import logging
 import marshal
 import os
 import secrets
+import select
 import selectors
 import shutil
 import signal
@@ -75,6 +76,8 @@ INSTALL_HINT = (
 STATUS_PRECEDENCE = ("refused", "timeout", "memory", "output_limit", "crash", "ok")
 # Time the sandbox gets past the harness's own deadline to report and tear down.
 TEARDOWN_GRACE_S = 0.5
+# How long teardown of a killed sandbox may take before the host stops waiting for it.
+SANDBOX_EXIT_WAIT_S = 5.0
 HOST_STDERR_KEEP_BYTES = 65536
 MAX_SOURCE_BYTES = 1_000_000
 # JSON escaping can blow a control character up to 6 bytes (\u0001); records carry some fields.
@@ -290,6 +293,10 @@ def _bwrap_command(limits: SandboxLimits, as_root: bool) -> list[str]:
         command += ["--unshare-all", "--uid", str(NOBODY_ID), "--gid", str(NOBODY_ID)]
     command += _system_dir_args()
     for path in _python_install()[1]:
+        # bwrap would create the missing parents with the host's modes (0700 for /root), which
+        # the unprivileged uid could not traverse.
+        for parent in reversed(Path(path).parents[:-1]):
+            command += ["--perms", "0755", "--dir", str(parent)]
         command += ["--ro-bind", path, path]
     tmpfs_bytes = int(limits.max_file_size_mb) * 1024 * 1024
     command += ["--perms", "1777", "--size", str(tmpfs_bytes), "--tmpfs", "/tmp",
@@ -460,28 +467,78 @@ def _warn_unsandboxed(reason: str) -> None:
         log.warning(message)
 
 
+def _sandbox_pidfd(info_fd: int, hard_deadline: float) -> int | None:
+    """A pidfd for the sandbox's pid 1, from bwrap's ``--info-fd`` report (None if unknown).
+
+    Its exit means the whole pid namespace is gone: the kernel kills and reaps every other
+    process of the namespace before pid 1 finishes exiting.
+    """
+    data = b""
+    while time.monotonic() < hard_deadline:
+        ready, _, _ = select.select([info_fd], [], [], max(0.0, hard_deadline - time.monotonic()))
+        chunk = os.read(info_fd, 4096) if ready else b""
+        if not chunk:
+            break
+        data += chunk
+    try:
+        return os.pidfd_open(int(json.loads(data)["child-pid"]))
+    except (ValueError, KeyError, TypeError, OSError, AttributeError):
+        return None
+
+
+def _wait_for_pidfd(pidfd: int | None, timeout_s: float) -> None:
+    if pidfd is None:
+        return
+    try:
+        select.select([pidfd], [], [], timeout_s)
+    finally:
+        os.close(pidfd)
+
+
+def _start_sandboxed(limits: SandboxLimits, job: dict, hard_deadline: float) -> tuple[subprocess.Popen, int | None]:
+    info_read, info_write = os.pipe()
+    command = _bwrap_command(limits, job["run_as_uid"] is not None)
+    command[1:1] = ["--info-fd", str(info_write)]
+    try:
+        proc = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                cwd="/", env={"PATH": os.defpath}, start_new_session=True, pass_fds=(info_write,))
+    finally:
+        os.close(info_write)
+    try:
+        return proc, _sandbox_pidfd(info_read, hard_deadline)
+    finally:
+        os.close(info_read)
+
+
+def _start_unsandboxed(job: dict) -> tuple[subprocess.Popen, str]:
+    workdir = tempfile.mkdtemp(prefix="r1zero-unsandboxed-")
+    if job["run_as_uid"] is not None:
+        os.chown(workdir, job["run_as_uid"], job["run_as_gid"])
+    env = {**SANDBOX_ENV, "HOME": workdir, "TMPDIR": workdir}
+    proc = subprocess.Popen(_python_args(), stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            cwd=workdir, env=env, start_new_session=True)
+    return proc, workdir
+
+
 def _execute(job: dict, limits: SandboxLimits, sandboxed: bool) -> tuple[bytes, bytes, str | None]:
-    """Start the harness (in bwrap or bare), feed it the job, collect its report."""
+    """Start the harness (in bwrap or bare), feed it the job, collect its report.
+
+    Returns only once every process of the run is gone.
+    """
     # marshal, not JSON: the harness avoids importing json (see there); the host is trusted.
     job_bytes = marshal.dumps((_harness_code(), job))
     per_case_bytes = int(limits.max_output_bytes) * 6 + RECORD_OVERHEAD_BYTES
     max_stdout_bytes = per_case_bytes * len(job["inputs"]) + RECORD_OVERHEAD_BYTES
     hard_deadline = job["deadline_monotonic"] + TEARDOWN_GRACE_S
-    workdir = None
+    pidfd, workdir = None, None
     if sandboxed:
-        command, cwd, env = _bwrap_command(limits, job["run_as_uid"] is not None), "/", {"PATH": os.defpath}
+        proc, pidfd = _start_sandboxed(limits, job, hard_deadline)
     else:
-        workdir = tempfile.mkdtemp(prefix="r1zero-unsandboxed-")
-        if job["run_as_uid"] is not None:
-            os.chown(workdir, job["run_as_uid"], job["run_as_gid"])
-        command, cwd = _python_args(), workdir
-        env = {**SANDBOX_ENV, "HOME": workdir, "TMPDIR": workdir}
-    proc = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            cwd=cwd, env=env, start_new_session=True)
+        proc, workdir = _start_unsandboxed(job)
     try:
         stdout, stderr, forced = _communicate(proc, job_bytes, hard_deadline, max_stdout_bytes)
         if forced is not None:
-            proc.kill()
+            proc.kill()  # bwrap's pid 1 follows (--die-with-parent), and the namespace with it
         try:
             proc.wait(timeout=max(0.1, hard_deadline - time.monotonic()))
         except subprocess.TimeoutExpired:
@@ -490,6 +547,7 @@ def _execute(job: dict, limits: SandboxLimits, sandboxed: bool) -> tuple[bytes, 
         return stdout, stderr, forced
     finally:
         _cleanup(proc, job, workdir)
+        _wait_for_pidfd(pidfd, SANDBOX_EXIT_WAIT_S)
 
 
 def _cleanup(proc: subprocess.Popen, job: dict, workdir: str | None) -> None:
@@ -502,7 +560,7 @@ def _cleanup(proc: subprocess.Popen, job: dict, workdir: str | None) -> None:
         except OSError:
             pass
     if workdir is None:
-        return  # sandboxed: the pid namespace took every process with it
+        return  # sandboxed: the pid namespace takes every process with it
     try:
         os.killpg(proc.pid, signal.SIGKILL)
     except (ProcessLookupError, PermissionError):
@@ -578,7 +636,7 @@ def _judge_call(record: dict, case: dict) -> tuple[bool, str]:
         equal = False
     if equal is True:
         return True, "passed"
-    return False, f"wrong answer: expected {_short(expected)}, got {_short(actual)}"
+    return False, f"wrong answer: expected {_short(repr(expected))}, got {_short(repr(actual))}"
 
 
 def _verdict(index: int, record: dict | None, case: dict, kind: str, missing_status: str) -> TestVerdict:
