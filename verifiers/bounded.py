@@ -55,8 +55,9 @@ class CallResult:
     reason: str = ""
 
 
-class _SoftTimeout(Exception):
-    """Raised inside a worker by its own interval timer."""
+class _SoftTimeout(BaseException):
+    """Raised inside a worker by its own interval timer. A BaseException, so the generic
+    ``except Exception`` handlers in parsers (and ours) cannot swallow it."""
 
 
 def _raise_soft_timeout(signum, frame):  # pragma: no cover - runs in the worker
@@ -98,8 +99,14 @@ def _answer_one(target_fn, request: dict) -> dict:
 
 
 def worker_main(argv: list[str] | None = None) -> None:  # pragma: no cover - runs in the worker
-    """Entry point of a worker process: ``TARGET MEMORY_MB`` on the command line."""
-    target, memory_mb = (argv if argv is not None else sys.argv[1:])[:2]
+    """Entry point of a worker process: ``TARGET MEMORY_MB [INIT_TARGET]`` on the command line.
+
+    ``INIT_TARGET`` (optional) runs once before the worker reports ready, so one-off costs
+    (building a parser's tables, warming caches) are paid at start, not inside a timed call.
+    """
+    args = argv if argv is not None else sys.argv[1:]
+    target, memory_mb = args[:2]
+    init_target = args[2] if len(args) > 2 else ""
     # Keep a private copy of stdout for answers, and point fd 1 at stderr so a stray print()
     # in a library cannot corrupt the protocol.
     answer_stream = os.fdopen(os.dup(1), "w", buffering=1)
@@ -107,6 +114,8 @@ def worker_main(argv: list[str] | None = None) -> None:  # pragma: no cover - ru
     _limit_memory(int(memory_mb))
     signal.signal(signal.SIGALRM, _raise_soft_timeout)
     target_fn = _resolve_target(target)
+    if init_target:
+        _resolve_target(init_target)()
     answer_stream.write(_READY + "\n")
     for line in sys.stdin:
         try:
@@ -124,11 +133,11 @@ def worker_main(argv: list[str] | None = None) -> None:  # pragma: no cover - ru
 class _Worker:
     """One worker subprocess and the parent's end of its pipes."""
 
-    def __init__(self, target: str, memory_mb: int):
+    def __init__(self, target: str, memory_mb: int, init_target: str = ""):
         code = f"import sys; sys.path.insert(0, {_PACKAGE_ROOT!r}); " \
                "from verifiers.bounded import worker_main; worker_main()"
         self.process = subprocess.Popen(
-            [sys.executable, "-c", code, target, str(memory_mb)],
+            [sys.executable, "-c", code, target, str(memory_mb), init_target],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
             cwd=_PACKAGE_ROOT, start_new_session=True,
         )
@@ -210,16 +219,29 @@ class BoundedPool:
         >>> pool.close()
     """
 
-    def __init__(self, target: str, *, num_workers: int = 2, memory_mb: int = 1024):
+    def __init__(self, target: str, *, num_workers: int = 2, memory_mb: int = 1024,
+                 init_target: str = ""):
         self.target = target
+        self.init_target = init_target
         self.num_workers = max(1, int(num_workers))
         self.memory_mb = int(memory_mb)
         self._idle: list[_Worker] = []
         self._num_live = 0
         self._condition = threading.Condition()
         self._closed = False
+        self._owner_pid = os.getpid()
+
+    def _adopt_after_fork(self) -> None:
+        """In a forked child (a multiprocessing worker, say) the inherited workers and lock
+        belong to the parent: using their pipes would interleave with the parent's calls. Start
+        afresh; the parent's workers stay the parent's."""
+        if self._owner_pid != os.getpid():
+            self._idle, self._num_live = [], 0
+            self._condition = threading.Condition()
+            self._owner_pid = os.getpid()
 
     def _acquire(self) -> _Worker:
+        self._adopt_after_fork()
         with self._condition:
             while True:
                 if self._closed:
@@ -231,7 +253,7 @@ class BoundedPool:
                     break
                 self._condition.wait()
         try:
-            return _Worker(self.target, self.memory_mb)
+            return _Worker(self.target, self.memory_mb, self.init_target)
         except BaseException:
             self._forget()
             raise
@@ -272,11 +294,13 @@ class BoundedPool:
 
     def worker_pids(self) -> list[int]:
         """Process ids of the idle workers (for tests and diagnostics)."""
+        self._adopt_after_fork()
         with self._condition:
             return [worker.process.pid for worker in self._idle]
 
     def close(self) -> None:
         """Kill every idle worker; busy workers are killed when their call returns."""
+        self._adopt_after_fork()
         with self._condition:
             self._closed = True
             idle, self._idle = self._idle, []
@@ -286,22 +310,24 @@ class BoundedPool:
             worker.kill()
 
 
-_SHARED_POOLS: dict[tuple[str, int, int], BoundedPool] = {}
+_SHARED_POOLS: dict[tuple[str, int, int, str], BoundedPool] = {}
 _SHARED_LOCK = threading.Lock()
 
 
-def shared_pool(target: str, *, num_workers: int = 2, memory_mb: int = 1024) -> BoundedPool:
-    """One process-wide pool per (target, size, memory), created lazily and closed at exit.
+def shared_pool(target: str, *, num_workers: int = 2, memory_mb: int = 1024,
+                init_target: str = "") -> BoundedPool:
+    """One process-wide pool per (target, size, memory, init), created lazily, closed at exit.
 
     Example:
         >>> shared_pool("verifiers.bounded:probe") is shared_pool("verifiers.bounded:probe")
         True
     """
-    key = (target, num_workers, memory_mb)
+    key = (target, num_workers, memory_mb, init_target)
     with _SHARED_LOCK:
         pool = _SHARED_POOLS.get(key)
         if pool is None or pool._closed:
-            pool = BoundedPool(target, num_workers=num_workers, memory_mb=memory_mb)
+            pool = BoundedPool(target, num_workers=num_workers, memory_mb=memory_mb,
+                               init_target=init_target)
             _SHARED_POOLS[key] = pool
         return pool
 

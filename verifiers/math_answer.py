@@ -27,6 +27,7 @@ from verifiers.bounded import BoundedPool, shared_pool
 from verifiers.math_parse import MAX_ANSWER_CHARS, fast_compare
 
 WORKER_TARGET = "verifiers.math_parse:compare_request"
+WORKER_INIT = "verifiers.math_parse:warm_up"
 # Memory per worker: python + sympy + the ANTLR parser take about 150 MB of address space; the
 # rest is headroom for one comparison. A comparison needing more is refused, not swapped.
 WORKER_MEMORY_MB = 1024
@@ -53,7 +54,8 @@ _BOX_START = re.compile(r"\\(?:boxed|fbox)\b\s*")
 # What may sit between two boxes of one multi-part answer: "\boxed{1} and \boxed{2}".
 _BOX_SEPARATOR = re.compile(
     r"(?:[\s,;$.]|\\quad|\\qquad|\\[\[\]()]|\\text\{[^{}]*\}|\b(?:and|or)\b)*")
-_ANSWER_IS = re.compile(r"(?i)\b(?:final answer|the answer|answer)\b\s*(?:is\b|:|：)?\s*:?")
+# Not inside a tag: "<answer>9" has no "answer is" phrase.
+_ANSWER_IS = re.compile(r"(?i)(?<![</])\b(?:final answer|the answer|answer)\b(?!>)\s*(?:is\b|:|：)?\s*:?")
 # $$..$$, $..$ (one line; an escaped \$ inside is currency), \(..\), \[..\]
 _MATH_SPAN = re.compile(
     r"(?<!\\)\$\$(.+?)(?<!\\)\$\$|(?<!\\)\$((?:\\\$|[^$\n])+?)(?<!\\)\$|\\\(([^\n]+?)\\\)|\\\[(.+?)\\\]", re.S)
@@ -210,7 +212,8 @@ def extract_answer(text: str, fallbacks: tuple[str, ...] = DEFAULT_FALLBACKS) ->
 
 
 def _pool(num_workers: int = DEFAULT_NUM_WORKERS) -> BoundedPool:
-    return shared_pool(WORKER_TARGET, num_workers=num_workers, memory_mb=WORKER_MEMORY_MB)
+    return shared_pool(WORKER_TARGET, num_workers=num_workers, memory_mb=WORKER_MEMORY_MB,
+                       init_target=WORKER_INIT)
 
 
 def _precheck(pred, gold, rel_tol: float) -> Verdict | None:
@@ -303,6 +306,32 @@ def check_answer_texts(pred_text: str, gold_text: str, *, rel_tol: float = 1e-4,
     if pred is None:
         return Verdict(False, "no answer found in prediction")
     return check_equivalence(pred, gold, rel_tol=rel_tol, timeout_s=timeout_s)
+
+
+def batch_check_answer_texts(pairs: list[tuple[str, str]], *, num_workers: int | None = None,
+                             timeout_s: float = 2.0, rel_tol: float = 1e-4) -> list[Verdict]:
+    """``check_answer_texts`` for many ``(pred_text, gold_text)`` pairs over the worker pool.
+
+    Example:
+        >>> [v.equal for v in batch_check_answer_texts([("so $x=2$", "2"), ("no answer", "2")])]
+        [True, False]
+    """
+    verdicts: list[Verdict | None] = []
+    to_compare: list[tuple[str, str]] = []
+    positions: list[int] = []
+    for pred_text, gold_text in pairs:
+        pred = extract_answer(pred_text, TEXT_FALLBACKS)
+        gold = extract_answer(gold_text, TEXT_FALLBACKS)
+        if gold is None or pred is None:
+            verdicts.append(Verdict(False, f"no answer found in {'gold' if gold is None else 'prediction'}"))
+        else:
+            positions.append(len(verdicts))
+            verdicts.append(None)
+            to_compare.append((pred, gold))
+    compared = batch_is_equivalent(to_compare, num_workers=num_workers, timeout_s=timeout_s, rel_tol=rel_tol)
+    for position, verdict in zip(positions, compared):
+        verdicts[position] = verdict
+    return verdicts  # type: ignore[return-value]
 
 
 def math_reward(completion: str, example: dict) -> float:
