@@ -112,6 +112,8 @@ class SandboxUnavailable(RuntimeError):
 class TestsFormatError(ValueError):
     """A tests dict is malformed; the message names the field, e.g. ``tests.cases[2].output``."""
 
+    __test__ = False  # not a pytest test class, despite the name
+
 
 @dataclass(frozen=True)
 class SandboxLimits:
@@ -142,6 +144,8 @@ class SandboxLimits:
 @dataclass
 class TestVerdict:
     """One test case: passed or not, the case's status and a human-readable reason."""
+
+    __test__ = False  # not a pytest test class, despite the name
 
     index: int
     passed: bool
