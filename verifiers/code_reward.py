@@ -44,9 +44,9 @@ ALLOW_UNSANDBOXED_ENV = "R1ZERO_ALLOW_UNSANDBOXED"
 DEFAULT_LIMITS = SandboxLimits()
 
 _ANSWER_RE = re.compile(r"<answer>(.*?)(?:</answer>|\Z)", re.DOTALL)
-# A fence opens with ``` and an optional language word at the start of a line and closes at the
-# next line that starts with ```.
-_FENCE_RE = re.compile(r"^[ \t]*```[ \t]*([\w+.-]*)[^\n]*\n(.*?)^[ \t]*```", re.DOTALL | re.MULTILINE)
+# A fence opens with ``` and an optional language word, ends its line, and closes at the next
+# ```. Models often open a fence mid-sentence ("Here it is: ```python"), so no line anchors.
+_FENCE_RE = re.compile(r"```[ \t]*([\w+.-]*)[^\n]*\n(.*?)```", re.DOTALL)
 _PYTHON_LANGS = {"python", "py", "python3", "py3"}
 
 
@@ -300,3 +300,8 @@ def tests_from_humaneval(row: dict, *, strict: bool = True) -> dict:
     prelude = _prompt_prelude(row.get("prompt") or "", entry_point or "")
     extra = {"prelude": prelude} if prelude.strip() else {}
     return _finish(entry_point if cases else None, cases, problems, row_id, strict, extra)
+
+
+# The names start with "test": tell pytest these are converters, for any test module importing them.
+tests_from_mbpp.__test__ = False
+tests_from_humaneval.__test__ = False
