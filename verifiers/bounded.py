@@ -333,10 +333,13 @@ def shared_pool(target: str, *, num_workers: int = 2, memory_mb: int = 1024,
 
 
 @atexit.register
-def _close_shared_pools() -> None:
+def close_shared_pools() -> None:
+    """Close every shared pool (their workers exit); the next ``shared_pool`` call starts anew."""
     with _SHARED_LOCK:
-        for pool in _SHARED_POOLS.values():
-            pool.close()
+        pools = list(_SHARED_POOLS.values())
+        _SHARED_POOLS.clear()
+    for pool in pools:
+        pool.close()
 
 
 def probe(payload: dict) -> Any:

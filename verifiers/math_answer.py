@@ -23,7 +23,7 @@ import re
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
-from verifiers.bounded import BoundedPool, shared_pool
+from verifiers.bounded import BoundedPool, close_shared_pools, shared_pool
 from verifiers.math_parse import MAX_ANSWER_CHARS, fast_compare
 
 WORKER_TARGET = "verifiers.math_parse:compare_request"
@@ -214,6 +214,22 @@ def extract_answer(text: str, fallbacks: tuple[str, ...] = DEFAULT_FALLBACKS) ->
 def _pool(num_workers: int = DEFAULT_NUM_WORKERS) -> BoundedPool:
     return shared_pool(WORKER_TARGET, num_workers=num_workers, memory_mb=WORKER_MEMORY_MB,
                        init_target=WORKER_INIT)
+
+
+def warm_up_workers(num_workers: int = DEFAULT_NUM_WORKERS) -> None:
+    """Start the comparison workers now (about 1-2 s each, in parallel), so the first rewards
+    of a run are not slowed by worker start-up.
+
+    Example:
+        >>> warm_up_workers(1)
+    """
+    _pool(num_workers).warm_up()
+
+
+def reset_workers() -> None:
+    """Stop all comparison workers (their parse caches go with them); the next call starts
+    fresh ones. Benchmarks use it to measure cold caches."""
+    close_shared_pools()
 
 
 def _precheck(pred, gold, rel_tol: float) -> Verdict | None:

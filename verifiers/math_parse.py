@@ -120,7 +120,7 @@ def _normalise_thousands_and_decimal_comma(text: str) -> str:
 
 def _normalise_fracs_and_roots(text: str) -> str:
     r"""``\dfrac``/``\tfrac``/``\cfrac`` -> ``\frac``; ``\frac12``, ``\frac1{7}``, ``\sqrt3`` get braces."""
-    text = re.sub(r"\\[dtc]frac", r"\\frac", text)
+    text = re.sub(r"\\[dtc]?frac\s*(?=[{\w])", r"\\frac", text)
     text = re.sub(r"\\frac\s*(\w)\s*(\w)", r"\\frac{\1}{\2}", text)
     text = re.sub(r"\\frac\s*(\w)\s*\{", r"\\frac{\1}{", text)
     text = re.sub(r"\\frac\s*(\{[^{}]*\})\s*(\w)", r"\\frac\1{\2}", text)
@@ -327,6 +327,7 @@ def _insert_implicit_multiplication(text: str) -> str:
     """``2x`` -> ``2*x``, ``x(`` stays a call only for known functions, ``)(`` -> ``)*(``."""
     _, functions = _plain_names()
     text = re.sub(r"(\d)\s*([A-Za-z(])", r"\1*\2", text)
+    text = re.sub(r"(?<![A-Za-z])([A-Za-z])(\d)", r"\1*\2", text)  # "x2" is x*2, never a name
     text = re.sub(r"\)\s*([\w(])", r")*\1", text)
 
     def split_word(match: re.Match) -> str:
@@ -395,7 +396,7 @@ def parse_plain(text: str):
     """
     if not _PLAIN_ALLOWED.fullmatch(text) or "__" in text:
         raise ValueError("characters outside the plain-text grammar")
-    source = _insert_implicit_multiplication(text.replace("^", "**"))
+    source = _insert_implicit_multiplication(text.replace("^", "**")).strip()
     tree = ast.parse(source, mode="eval")
     return _plain_node_to_sympy(tree.body)
 
@@ -512,6 +513,8 @@ def latex_to_plain(text: str) -> str | None:
     text = text and _replace_command_groups(text, r"\sqrt", lambda a: f" sqrt({a})")
     if text is None:
         return None
+    # \tan^2(y) means tan(y)^2
+    text = re.sub(r"\\(sin|cos|tan|sec|csc|cot)\s*\^\s*\{?(\d)\}?\s*\(([^()]*)\)", r" \1(\3)^\2", text)
     for word, plain in _LATEX_WORDS.items():
         text = re.sub(re.escape(word) + r"(?![A-Za-z])", plain, text)
     if "\\" in text or "_" in text or "|" in text:
@@ -519,10 +522,35 @@ def latex_to_plain(text: str) -> str | None:
     return text.replace("{", "(").replace("}", ")")
 
 
+# One matrix, optionally wrapped in [ ] or ( ); a sum or product of matrices is left to the grammar.
+_MATRIX = re.compile(r"^[\[(]?\s*\\begin\{([pbvB]?matrix|array)\}(\{[^{}]*\})?((?:(?!\\begin).)*)"
+                     r"\\end\{\1\}\s*[\])]?$", re.S)
+_RATIO = re.compile(r"\s*(\d+(?:\.\d+)?)\s*:\s*(\d+(?:\.\d+)?)\s*")
+
+
+def _parse_matrix(text: str):
+    r"""``\begin{pmatrix}a & b\\ c & d\end{pmatrix}`` (also bmatrix, array) -> Matrix, else None."""
+    import sympy
+
+    match = _MATRIX.match(text.strip())
+    if not match:
+        return None
+    body = match.group(3).strip()
+    rows = [row for row in re.split(r"\\\\", body) if row.strip()]
+    cells = [[_parse_expression(cell.strip()) for cell in row.split("&")] for row in rows]
+    if not cells or len({len(row) for row in cells}) != 1:
+        return None
+    return sympy.Matrix(cells)
+
+
 def _parse_expression(text: str):
     """A single expression: plain/simple LaTeX through the ast whitelist, else the grammar."""
     import sympy
 
+    if "\\begin" in text and (matrix := _parse_matrix(text)) is not None:
+        return matrix
+    if ratio := _RATIO.fullmatch(text):  # "7:32" is the ratio 7/32 (times of day never get here)
+        return parse_plain(f"({ratio.group(1)})/({ratio.group(2)})")
     plain = latex_to_plain(text) if "\\" in text or "{" in text else text
     if plain is not None and not re.search(r"[<>=\[\]]", plain):
         try:
@@ -535,6 +563,8 @@ def _parse_expression(text: str):
     return value
 
 
+_LABEL = re.compile(r"[A-Za-z](?:_\{?\w+\}?)?(?:\s*:\s*[A-Za-z](?:_\{?\w+\}?)?)?|\|[A-Za-z]+\||"
+                    r"[A-Za-z]\([a-z]\)")
 _RELATION = re.compile(r"\\leq|\\geq|\\neq|\\lt|\\gt|<=|>=|(?<![<>!\\])=|<|>")
 _RELATION_CLASSES = {r"\leq": "<=", "<=": "<=", r"\geq": ">=", ">=": ">=", r"\lt": "<",
                      "<": "<", r"\gt": ">", ">": ">", r"\neq": "!=", "=": "=="}
@@ -550,19 +580,25 @@ def _parse_relation(text: str):
     operators = [_RELATION_CLASSES[op] for op in _RELATION.findall(text)]
     if not operators or len(pieces) > 3 or any(not piece.strip() for piece in pieces):
         return None
+    if operators == ["=="] and _LABEL.fullmatch(pieces[0].strip()):
+        # "x_{1} = 2", "|AB| = 1", "S_{ABC}:S = 7:32": the left side only names the value.
+        label = sympy.Symbol(re.sub(r"\s+", "", pieces[0]))
+        return sympy.Eq(label, _parse_expression(pieces[1].strip()), evaluate=False)
     sides = [_parse_expression(piece.strip()) for piece in pieces]
     relations = [sympy.Rel(sides[k], sides[k + 1], operators[k], evaluate=False)
                  for k in range(len(operators))]
     return relations[0] if len(relations) == 1 else sympy.And(*relations, evaluate=False)
 
 
-def _parse_interval_or_set(text: str):
-    r"""``\{..\}`` -> FiniteSet, ``[a, b)``/``(a, b]``/``[a, b]`` -> Interval, unions; else None."""
+def _parse_interval_or_set(text: str, in_union: bool = False):
+    r"""``\{..\}`` -> FiniteSet, ``[a, b)``/``(a, b]``/``[a, b]`` -> Interval, unions; else None.
+
+    A bare ``(a, b)`` is a tuple, except as a part of a union, where it is an open interval."""
     import sympy
 
     union_parts = re.split(r"\\cup", text)
     if len(union_parts) > 1:
-        parts = [_parse_interval_or_set(part.strip()) for part in union_parts]
+        parts = [_parse_interval_or_set(part.strip(), in_union=True) for part in union_parts]
         if all(part is not None for part in parts):
             return sympy.Union(*parts, evaluate=False)
         return None
@@ -570,7 +606,8 @@ def _parse_interval_or_set(text: str):
     if text.startswith("\\{") and text.endswith("\\}") and _is_wrapped(text):
         return sympy.FiniteSet(*[_parse_element(part) for part in _split_outside_groups(text[2:-2], ",")
                                  if part.strip()])
-    if text[:1] in "([" and text[-1:] in ")]" and text[:1] + text[-1:] != "()" and _is_wrapped(text):
+    if text[:1] in "([" and text[-1:] in ")]" and (in_union or text[:1] + text[-1:] != "()") \
+            and _is_wrapped(text):
         ends = _split_outside_groups(text[1:-1], ",")
         if len(ends) == 2 and "\\begin" not in text:
             low, high = _parse_expression(ends[0].strip()), _parse_expression(ends[1].strip())
@@ -619,7 +656,7 @@ def parse_answer(text: str):
     if reason:
         raise ValueError(f"refused: {reason}")
     cleaned = re.sub(r"\s+(?:and|or)\s+|(?<=[\d)])(?:and|or)(?=[-\d(A-Za-z])", "; ", cleaned)
-    cleaned = ",".join(_split_outside_groups(_assignments_to_tuples(cleaned), ";"))
+    cleaned = _assignments_to_tuples(cleaned).replace(";", ",")  # (0;-2;6) is a tuple too
     parts = _split_outside_groups(cleaned, ",")
     try:
         if len(parts) > 1 and not _is_wrapped(cleaned):
