@@ -94,6 +94,7 @@ SANDBOX_ENV = {
     "PYTHONIOENCODING": "utf-8",
     "PYTHONDONTWRITEBYTECODE": "1",
 }
+DEFAULT_WORKERS_PER_CPU = 4
 # Unprivileged uid inside a user namespace (the conventional "nobody").
 NOBODY_ID = 65534
 # As root, each run drops to a random uid from this range: unused on any normal system, and
@@ -303,8 +304,12 @@ def _bwrap_command(limits: SandboxLimits, as_root: bool) -> list[str]:
             command += ["--perms", "0755", "--dir", str(parent)]
         command += ["--ro-bind", path, path]
     tmpfs_bytes = int(limits.max_file_size_mb) * 1024 * 1024
-    command += ["--perms", "1777", "--size", str(tmpfs_bytes), "--tmpfs", "/tmp",
-                "--proc", "/proc", "--dev", "/dev", "--remount-ro", "/", "--clearenv"]
+    command += ["--perms", "1777", "--size", str(tmpfs_bytes), "--tmpfs", "/tmp", "--proc", "/proc"]
+    # Three device nodes rather than bwrap's full --dev (ten mounts): ~3 ms less per run.
+    command += ["--dir", "/dev"]
+    for device in ("/dev/null", "/dev/zero", "/dev/urandom"):
+        command += ["--dev-bind", device, device]
+    command += ["--remount-ro", "/", "--clearenv"]
     for name, value in SANDBOX_ENV.items():
         command += ["--setenv", name, value]
     return command + ["--chdir", "/tmp", "--"] + _python_args()
@@ -743,7 +748,8 @@ def run_many(
     """``run_program`` over many ``(source, tests)`` pairs (or ``{"source", "tests"}`` dicts) in parallel.
 
     Each run is a subprocess, so threads are enough: they only wait. The default worker count,
-    two per core, keeps the cores busy while other runs are starting up or tearing down.
+    four per core, keeps the cores busy while other runs wait on namespace setup and teardown
+    (measured: 8 workers beat 4 by ~15% on two cores; see benchmarks/bench_sandbox.py).
     Results are in the order of ``items``.
 
     >>> run_many([])
@@ -753,7 +759,7 @@ def run_many(
     if not pairs:
         return []
     _resolve_mode(allow_unsandboxed)  # fail (or warn) once, before starting any worker
-    workers = num_workers or 2 * (os.cpu_count() or 1)
+    workers = num_workers or DEFAULT_WORKERS_PER_CPU * (os.cpu_count() or 1)
     if workers <= 1:
         return [run_program(s, t, limits, allow_unsandboxed=allow_unsandboxed) for s, t in pairs]
     with warnings.catch_warnings():
