@@ -1,0 +1,199 @@
+"""Evaluation metrics over sampled completions: pass@k, maj@k and the per-benchmark summary.
+
+The evaluation stage samples ``n`` completions per prompt, scores each with the verifier, and
+hands the rows to ``summarise_samples``, whose dict becomes ``scores.json``. Pure Python and
+numpy (no torch), so reports and tests import it cheaply.
+
+Example:
+    >>> round(pass_at_k(num_samples=8, num_correct=2, k=4), 4)
+    0.7857
+    >>> maj_at_k(["12", "7", " 12 "], [True, False, True], k=3)
+    1.0
+"""
+from __future__ import annotations
+
+import re
+from collections import defaultdict
+from typing import Any, Sequence
+
+import numpy as np
+
+# Fields every sample row must carry (``completion`` and ``rewards`` are optional here: the
+# summary does not read the text, and a run may log no named reward parts).
+REQUIRED_SAMPLE_FIELDS = ("prompt_id", "sample_index", "answer", "reward", "correct", "format_ok", "truncated", "num_tokens")
+
+_WHITESPACE = re.compile(r"\s+")
+
+
+def pass_at_k(num_samples: int, num_correct: int, k: int) -> float:
+    """Unbiased estimate of pass@k from ``num_correct`` correct out of ``num_samples`` samples.
+
+    Chen et al. 2021 ("Evaluating Large Language Models Trained on Code"), eq. 1:
+    ``1 - C(n-c, k) / C(n, k)``, the chance that at least one of k samples drawn without
+    replacement from the n is correct. Written as the product ``prod_{i=n-c+1}^{n} (1 - k/i)``
+    because the binomials overflow floats for n in the hundreds.
+
+    Example:
+        >>> round(pass_at_k(8, 2, 4), 6) == round(1 - 15 / 70, 6)
+        True
+        >>> pass_at_k(4, 0, 2), pass_at_k(4, 3, 2), round(pass_at_k(5, 2, 1), 6)
+        (0.0, 1.0, 0.4)
+    """
+    for name, value in (("num_samples", num_samples), ("num_correct", num_correct), ("k", k)):
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+            raise TypeError(f"pass_at_k: {name} must be an int, got {value!r}")
+    if num_samples < 1:
+        raise ValueError(f"pass_at_k: num_samples must be >= 1, got {num_samples}")
+    if not 0 <= num_correct <= num_samples:
+        raise ValueError(f"pass_at_k: num_correct must be in [0, num_samples={num_samples}], got {num_correct}")
+    if not 1 <= k <= num_samples:
+        raise ValueError(f"pass_at_k: k must be in [1, num_samples={num_samples}], got k={k}; sample more completions per prompt")
+    if num_samples - num_correct < k:
+        return 1.0  # every k-subset holds a correct sample
+    factors = 1.0 - k / np.arange(num_samples - num_correct + 1, num_samples + 1, dtype=np.float64)
+    return float(1.0 - np.prod(factors))
+
+
+def normalise_answer(answer: str | None) -> str | None:
+    """The form in which answers are compared for voting: no whitespace, no wrapping ``$``, no
+    trailing full stop. Empty answers become None (no answer).
+
+    Deliberately light: the verifier decides correctness; this only decides which answers are
+    "the same" for a vote, so ``x = 3`` and ``x=3.`` pool their votes but ``3`` and ``3.0`` don't.
+
+    Example:
+        >>> normalise_answer(" $x = 3$. "), normalise_answer("  "), normalise_answer(None)
+        ('x=3', None, None)
+    """
+    if answer is None:
+        return None
+    text = _WHITESPACE.sub("", str(answer))
+    text = text.rstrip(".").strip("$").rstrip(".")
+    return text or None
+
+
+def maj_at_k(answers: Sequence[str | None], correct: Sequence[bool], k: int) -> float:
+    """Majority vote (self-consistency) over the first ``k`` samples of one prompt.
+
+    Samples are taken in sampling order (the first k, not an expectation over k-subsets): with
+    temperature sampling they are exchangeable, and this is what a user who draws k samples gets.
+    Answers are compared after ``normalise_answer``. A missing answer (None) casts no vote; if all
+    k are missing the result is 0. Ties go to the answer that appeared first. The result is the
+    correctness of the first sample that gave the winning answer (samples with the same
+    normalised answer normally share one verdict).
+
+    Example:
+        >>> maj_at_k(["1", "2", "2", "1"], [True, False, False, True], k=4)  # tie: "1" came first
+        1.0
+        >>> maj_at_k([None, None, "5"], [False, False, False], k=2)  # no answers among the first 2
+        0.0
+        >>> maj_at_k([None, "5", None], [False, True, False], k=3)  # None never wins a vote
+        1.0
+    """
+    if len(answers) != len(correct):
+        raise ValueError(f"maj_at_k: {len(answers)} answers but {len(correct)} correctness flags")
+    if not 1 <= k <= len(answers):
+        raise ValueError(f"maj_at_k: k must be in [1, {len(answers)}] (the number of samples), got {k}")
+    votes: dict[str, int] = {}
+    first_verdict: dict[str, bool] = {}
+    for answer, is_correct in zip(answers[:k], correct[:k]):
+        key = normalise_answer(answer)
+        if key is None:
+            continue
+        votes[key] = votes.get(key, 0) + 1
+        first_verdict.setdefault(key, bool(is_correct))
+    if not votes:
+        return 0.0
+    # dicts keep insertion order and max() returns the first maximum: ties go to first seen.
+    winner = max(votes, key=votes.__getitem__)
+    return 1.0 if first_verdict[winner] else 0.0
+
+
+def _mean(values: Sequence[float]) -> float | None:
+    return float(np.mean(values)) if len(values) else None
+
+
+def _group_by_prompt(samples: Sequence[dict]) -> dict[Any, list[dict]]:
+    """Rows per prompt (in first-seen prompt order), each group sorted by ``sample_index``."""
+    groups: dict[Any, list[dict]] = defaultdict(list)
+    seen: set[tuple[Any, Any]] = set()
+    for row_number, row in enumerate(samples):
+        missing = [name for name in REQUIRED_SAMPLE_FIELDS if name not in row]
+        if missing:
+            raise ValueError(f"summarise_samples: sample {row_number} (prompt_id={row.get('prompt_id')!r}) is missing field(s) {missing}")
+        key = (row["prompt_id"], row["sample_index"])
+        if key in seen:
+            raise ValueError(f"summarise_samples: sample {row_number}: duplicate prompt_id={key[0]!r} sample_index={key[1]!r}")
+        seen.add(key)
+        groups[row["prompt_id"]].append(row)
+    for rows in groups.values():
+        rows.sort(key=lambda row: row["sample_index"])
+    return dict(groups)
+
+
+def _validated_ks(ks: Sequence[int]) -> list[int]:
+    for k in ks:
+        if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
+            raise ValueError(f"summarise_samples: every k must be a positive int, got {k!r}")
+    return sorted(set(int(k) for k in ks))
+
+
+def summarise_samples(samples: Sequence[dict], ks: Sequence[int]) -> dict:
+    """The scores of one policy on one benchmark, from its scored sample rows.
+
+    Each row: ``prompt_id``, ``sample_index``, ``completion``, ``answer`` (extracted, may be
+    None), ``reward`` (total), ``rewards`` ({name: value}), ``correct``, ``format_ok``,
+    ``truncated``, ``num_tokens``. ``pass@1`` is the mean correctness over all samples;
+    ``pass@k``/``maj@k`` are means over prompts, keyed by ``str(k)``. A k larger than the
+    smallest number of samples any prompt has is left out and explained in ``skipped_k``.
+    Mean lengths are None when there is no sample of that kind.
+
+    Example:
+        >>> rows = [dict(prompt_id=p, sample_index=i, answer=a, reward=float(c), rewards={"acc": float(c)},
+        ...              correct=c, format_ok=True, truncated=False, num_tokens=10 * (i + 1))
+        ...         for p, answers in (("p0", [("4", True), ("5", False)]), ("p1", [("9", False), ("9", False)]))
+        ...         for i, (a, c) in enumerate(answers)]
+        >>> scores = summarise_samples(rows, ks=[1, 2, 4])
+        >>> scores["pass@1"], scores["pass@k"], scores["maj@k"], scores["skipped_k"]
+        (0.25, {'1': 0.25, '2': 0.5}, {'1': 0.5, '2': 0.5}, {'4': 'needs 4 samples per prompt, have 2'})
+        >>> scores["mean_length_correct"], scores["mean_length_incorrect"]
+        (10.0, 16.666666666666668)
+    """
+    if not samples:
+        raise ValueError("summarise_samples: no samples")
+    groups = _group_by_prompt(samples)
+    min_per_prompt = min(len(rows) for rows in groups.values())
+    usable_ks = [k for k in _validated_ks(ks) if k <= min_per_prompt]
+    skipped = {str(k): f"needs {k} samples per prompt, have {min_per_prompt}" for k in _validated_ks(ks) if k > min_per_prompt}
+
+    pass_k: dict[str, float] = {}
+    maj_k: dict[str, float] = {}
+    for k in usable_ks:
+        per_prompt_pass = [pass_at_k(len(rows), sum(bool(r["correct"]) for r in rows), k) for rows in groups.values()]
+        per_prompt_maj = [maj_at_k([r["answer"] for r in rows], [bool(r["correct"]) for r in rows], k) for rows in groups.values()]
+        pass_k[str(k)] = float(np.mean(per_prompt_pass))
+        maj_k[str(k)] = float(np.mean(per_prompt_maj))
+
+    lengths_correct = [row["num_tokens"] for row in samples if row["correct"]]
+    lengths_incorrect = [row["num_tokens"] for row in samples if not row["correct"]]
+    reward_parts: dict[str, list[float]] = defaultdict(list)
+    for row in samples:
+        for name, value in (row.get("rewards") or {}).items():
+            reward_parts[name].append(float(value))
+
+    return {
+        "num_prompts": len(groups),
+        "num_samples": len(samples),
+        "num_samples_per_prompt": min_per_prompt,
+        "pass@1": float(np.mean([bool(row["correct"]) for row in samples])),
+        "pass@k": pass_k,
+        "maj@k": maj_k,
+        "skipped_k": skipped,
+        "format_rate": float(np.mean([bool(row["format_ok"]) for row in samples])),
+        "truncation_rate": float(np.mean([bool(row["truncated"]) for row in samples])),
+        "mean_length": float(np.mean([row["num_tokens"] for row in samples])),
+        "mean_length_correct": _mean(lengths_correct),
+        "mean_length_incorrect": _mean(lengths_incorrect),
+        "mean_reward": float(np.mean([float(row["reward"]) for row in samples])),
+        "rewards": {name: float(np.mean(values)) for name, values in reward_parts.items()},
+    }

@@ -1,0 +1,453 @@
+"""Per-run report: a score table, a training summary and plots, as Markdown and self-contained HTML.
+
+``python -m stages.report --config CFG.json --input metrics=results/R/grpo/metrics.jsonl
+--input scores=results/R/eval/base/countdown/scores.json --input scores=... --output report=results/R/report``
+
+config: ``{"run": name, "title": str (optional), "formats": ["md", "html"]}`` (Markdown is always
+written; ``html`` adds ``report.html``). inputs: ``metrics`` (GRPO metrics.jsonl), ``sft_metrics``
+(optional SFT loss log), ``scores`` (one or more scores.json). The output directory holds
+``report.md``, ``report.html``, ``reward_vs_step.png``, ``length_vs_step.png``,
+``eval_accuracy.png`` (and ``sft_loss_vs_step.png`` with an SFT log) and ``meta.json``.
+
+Every input is read and checked before anything is written, and the directory is built under a
+temporary name, so bad input (a metrics line that is not JSON, a scores file without "policy")
+stops with the file and line/field named and leaves no output behind.
+
+The document helpers here (``Block``, ``render_markdown``, ``render_html``) are shared with
+``stages.compare``.
+"""
+from __future__ import annotations
+
+import base64
+import html
+import json
+import logging
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Sequence
+
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from pipeline.artifacts import atomic_directory, provenance, write_json_atomic, write_text_atomic
+from pipeline.stage_cli import run_stage
+from stages.core import plots
+
+LOG = logging.getLogger("stages.report")
+
+POLICY_ORDER = ("base", "sft", "grpo")  # training order; other policy names sort after these
+SCORE_REQUIRED_FIELDS = ("policy", "bench", "pass@1")
+MISSING = "n/a"
+
+# Training metrics summarised as first/last/best; "best" is the max for these.
+SUMMARY_METRICS = ("reward/total", "accuracy")
+
+
+class ReportConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    run: str
+    title: str | None = None
+    formats: list[Literal["md", "html"]] = ["md", "html"]
+
+
+# ----------------------------------------------------------------------------- loading inputs
+
+def load_metrics(path: str | Path) -> list[dict]:
+    """Records of a metrics JSONL file, each a JSON object with a numeric ``step``.
+
+    A bad line stops with ``path:line`` and what is wrong; an empty file is an error too.
+
+    Example:
+        >>> import tempfile, os
+        >>> p = os.path.join(tempfile.mkdtemp(), "m.jsonl")
+        >>> _ = open(p, "w").write('{"step": 1, "accuracy": 0.5}\\n\\n{"step": 2}\\n')
+        >>> [r["step"] for r in load_metrics(p)]
+        [1, 2]
+    """
+    records = []
+    with open(path) as handle:
+        for line_number, line in enumerate(handle, start=1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as error:
+                raise ValueError(f"{path}:{line_number}: not valid JSON ({error.msg})") from None
+            if not isinstance(record, dict):
+                raise ValueError(f"{path}:{line_number}: expected a JSON object, got {type(record).__name__}")
+            if not _is_number(record.get("step")):
+                raise ValueError(f"{path}:{line_number}: record has no numeric 'step' field")
+            records.append(record)
+    if not records:
+        raise ValueError(f"{path}: no metrics records (empty file)")
+    return records
+
+
+def load_scores(path: str | Path, required: Sequence[str] = SCORE_REQUIRED_FIELDS) -> dict:
+    """A scores.json as a dict, checked for the ``required`` fields and the types the tables read."""
+    try:
+        with open(path) as handle:
+            scores = json.load(handle)
+    except json.JSONDecodeError as error:
+        raise ValueError(f"{path}:{error.lineno}: not valid JSON ({error.msg})") from None
+    if not isinstance(scores, dict):
+        raise ValueError(f"{path}: expected a JSON object, got {type(scores).__name__}")
+    for name in required:
+        if name not in scores:
+            raise ValueError(f"{path}: missing field {name!r} (scores.json needs {list(required)})")
+    if "pass@1" in scores and not _is_number(scores["pass@1"]):
+        raise ValueError(f"{path}: field 'pass@1' must be a number, got {scores['pass@1']!r}")
+    for name in ("pass@k", "maj@k"):
+        table = scores.get(name, {})
+        if not isinstance(table, dict) or not all(str(k).isdigit() and (_is_number(v) or v is None) for k, v in table.items()):
+            raise ValueError(f"{path}: field {name!r} must map k (digits) to a number, got {table!r}")
+    return scores
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def as_path_list(value: str | list[str] | None) -> list[str]:
+    """An input that may be absent, one path, or a list of paths, as a list."""
+    if value is None:
+        return []
+    return list(value) if isinstance(value, list) else [value]
+
+
+def check_unique_scores(scored: list[tuple[str, dict]], key_fields: Sequence[str]) -> None:
+    """Two score files for the same (run,) policy and bench are an error naming both files."""
+    seen: dict[tuple, str] = {}
+    for path, scores in scored:
+        key = tuple(scores[name] for name in key_fields)
+        if key in seen:
+            described = ", ".join(f"{name}={value!r}" for name, value in zip(key_fields, key))
+            raise ValueError(f"two scores files for {described}: {seen[key]} and {path}")
+        seen[key] = path
+
+
+# ----------------------------------------------------------------------------- summaries
+
+def metric_series(records: Sequence[dict], key: str) -> plots.Series:
+    """(steps, values) of ``key`` over the records that carry it as a finite number.
+
+    Example:
+        >>> metric_series([{"step": 1, "kl": 0.1}, {"step": 2}, {"step": 3, "kl": None}, {"step": 4, "kl": 0.3}], "kl")
+        ([1, 4], [0.1, 0.3])
+    """
+    steps, values = [], []
+    for record in records:
+        value = record.get(key)
+        if _is_number(value):
+            steps.append(record["step"])
+            values.append(float(value))
+    return steps, values
+
+
+def first_last_best(series: plots.Series, best: Literal["max", "min"] = "max") -> dict | None:
+    """First, last and best value of a series, with the step of the best; None when empty.
+
+    Example:
+        >>> first_last_best(([1, 2, 3], [0.2, 0.9, 0.5]))
+        {'first': 0.2, 'last': 0.5, 'best': 0.9, 'best_step': 2}
+    """
+    steps, values = series
+    if not values:
+        return None
+    pick = max if best == "max" else min
+    best_index = pick(range(len(values)), key=values.__getitem__)
+    return {"first": values[0], "last": values[-1], "best": values[best_index], "best_step": steps[best_index]}
+
+
+def summarise_training(records: Sequence[dict]) -> dict:
+    """Steps, total time and first/last/best of reward and accuracy over a GRPO metrics log.
+
+    Total time is the sum of ``time/step_s`` (None when no record has it).
+    """
+    step_times = metric_series(records, "time/step_s")[1]
+    return {
+        "num_records": len(records),
+        "first_step": records[0]["step"],
+        "last_step": records[-1]["step"],
+        "total_time_s": sum(step_times) if step_times else None,
+        "metrics": {key: first_last_best(metric_series(records, key)) for key in SUMMARY_METRICS},
+    }
+
+
+def policy_sort_key(policy: str) -> tuple[int, str]:
+    """Training order (base, sft, grpo), then other policies by name."""
+    return (POLICY_ORDER.index(policy) if policy in POLICY_ORDER else len(POLICY_ORDER), policy)
+
+
+def largest_k(score_list: Sequence[dict], table: str) -> int | None:
+    """The largest k present in any of the scores' ``pass@k``/``maj@k`` tables."""
+    ks = [int(k) for scores in score_list for k, value in scores.get(table, {}).items() if value is not None]
+    return max(ks) if ks else None
+
+
+# ----------------------------------------------------------------------------- formatting
+
+def fmt_fraction(value: Any) -> str:
+    """A score in [0, 1] to three decimals; ``n/a`` for a missing value."""
+    return f"{value:.3f}" if _is_number(value) else MISSING
+
+
+def fmt_tokens(value: Any) -> str:
+    return f"{value:.1f}" if _is_number(value) else MISSING
+
+
+def fmt_signed(value: Any, digits: int = 3) -> str:
+    return f"{value:+.{digits}f}" if _is_number(value) else MISSING
+
+
+def fmt_duration(seconds: Any) -> str:
+    """``1234.5`` -> ``1234.5 s (20.6 min)``."""
+    if not _is_number(seconds):
+        return MISSING
+    return f"{seconds:.1f} s ({seconds / 60:.1f} min)" if seconds >= 60 else f"{seconds:.1f} s"
+
+
+# ----------------------------------------------------------------------------- documents
+
+@dataclass
+class Block:
+    """One piece of a report: ``kind`` is heading1/heading2/paragraph/table/image.
+
+    For a table, ``header`` and ``rows`` hold the cells; for an image, ``text`` is the file name
+    inside the report directory and ``alt`` its caption.
+    """
+
+    kind: Literal["heading1", "heading2", "paragraph", "table", "image"]
+    text: str = ""
+    header: list[str] = field(default_factory=list)
+    rows: list[list[str]] = field(default_factory=list)
+    alt: str = ""
+
+
+def _md_cell(text: str) -> str:
+    return str(text).replace("|", "\\|").replace("\n", " ")
+
+
+def render_markdown(blocks: Sequence[Block]) -> str:
+    """GitHub-flavoured Markdown; images are linked by their file name in the same directory.
+
+    Example:
+        >>> print(render_markdown([Block("heading1", "T"), Block("table", header=["a", "b"], rows=[["1", "x|y"]])]))
+        # T
+        <BLANKLINE>
+        | a | b |
+        | --- | --- |
+        | 1 | x\\|y |
+        <BLANKLINE>
+    """
+    parts = []
+    for block in blocks:
+        if block.kind == "heading1":
+            parts.append(f"# {block.text}")
+        elif block.kind == "heading2":
+            parts.append(f"## {block.text}")
+        elif block.kind == "paragraph":
+            parts.append(block.text)
+        elif block.kind == "table":
+            lines = ["| " + " | ".join(_md_cell(cell) for cell in block.header) + " |",
+                     "| " + " | ".join("---" for _ in block.header) + " |"]
+            lines += ["| " + " | ".join(_md_cell(cell) for cell in row) + " |" for row in block.rows]
+            parts.append("\n".join(lines))
+        elif block.kind == "image":
+            parts.append(f"![{block.alt}]({block.text})")
+    return "\n\n".join(parts) + "\n"
+
+
+_HTML_STYLE = """body { font-family: sans-serif; max-width: 1100px; margin: 2em auto; padding: 0 1em; color: #222; }
+table { border-collapse: collapse; margin: 1em 0; font-size: 0.9em; }
+th, td { border: 1px solid #ccc; padding: 0.3em 0.6em; text-align: right; }
+th:first-child, td:first-child { text-align: left; }
+th { background: #f3f3f3; }
+img { max-width: 100%; display: block; margin: 1em 0; }
+code { background: #f3f3f3; padding: 0 0.2em; }"""
+
+
+def _html_inline(text: str) -> str:
+    """Escape, then turn Markdown `code` spans into <code>."""
+    escaped = html.escape(text)
+    pieces = escaped.split("`")
+    return "".join(f"<code>{piece}</code>" if index % 2 else piece for index, piece in enumerate(pieces))
+
+
+def render_html(blocks: Sequence[Block], image_dir: str | Path, title: str) -> str:
+    """A self-contained HTML page: the images are read from ``image_dir`` and embedded as base64."""
+    body = []
+    for block in blocks:
+        if block.kind in ("heading1", "heading2"):
+            tag = "h1" if block.kind == "heading1" else "h2"
+            body.append(f"<{tag}>{_html_inline(block.text)}</{tag}>")
+        elif block.kind == "paragraph":
+            body.append(f"<p>{_html_inline(block.text)}</p>")
+        elif block.kind == "table":
+            header = "".join(f"<th>{html.escape(cell)}</th>" for cell in block.header)
+            rows = "".join("<tr>" + "".join(f"<td>{html.escape(cell)}</td>" for cell in row) + "</tr>\n" for row in block.rows)
+            body.append(f"<table>\n<thead><tr>{header}</tr></thead>\n<tbody>\n{rows}</tbody>\n</table>")
+        elif block.kind == "image":
+            encoded = base64.b64encode((Path(image_dir) / block.text).read_bytes()).decode("ascii")
+            body.append(f'<img alt="{html.escape(block.alt)}" src="data:image/png;base64,{encoded}">')
+    return ("<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n"
+            f"<title>{html.escape(title)}</title>\n<style>\n{_HTML_STYLE}\n</style>\n</head>\n<body>\n"
+            + "\n".join(body) + "\n</body>\n</html>\n")
+
+
+# ----------------------------------------------------------------------------- report content
+
+def score_table(score_list: Sequence[dict]) -> tuple[list[str], list[list[str]]]:
+    """Rows: policy; columns: for each bench, pass@1, pass@k (largest k), maj@k, format rate,
+    truncation rate, mean length, mean length of correct and of incorrect samples."""
+    benches = sorted({scores["bench"] for scores in score_list})
+    policies = sorted({scores["policy"] for scores in score_list}, key=policy_sort_key)
+    by_key = {(scores["policy"], scores["bench"]): scores for scores in score_list}
+    header = ["policy"]
+    columns: list[tuple[str, Any]] = []  # (bench, getter)
+    for bench in benches:
+        bench_scores = [s for s in score_list if s["bench"] == bench]
+        k_pass, k_maj = largest_k(bench_scores, "pass@k"), largest_k(bench_scores, "maj@k")
+        bench_columns = [
+            ("pass@1", lambda s: fmt_fraction(s.get("pass@1"))),
+            (f"pass@{k_pass or 'k'}", lambda s, k=k_pass: fmt_fraction(s.get("pass@k", {}).get(str(k)))),
+            (f"maj@{k_maj or 'k'}", lambda s, k=k_maj: fmt_fraction(s.get("maj@k", {}).get(str(k)))),
+            ("format rate", lambda s: fmt_fraction(s.get("format_rate"))),
+            ("truncation rate", lambda s: fmt_fraction(s.get("truncation_rate"))),
+            ("mean length", lambda s: fmt_tokens(s.get("mean_length"))),
+            ("mean length correct", lambda s: fmt_tokens(s.get("mean_length_correct"))),
+            ("mean length incorrect", lambda s: fmt_tokens(s.get("mean_length_incorrect"))),
+        ]
+        header += [f"{bench} {name}" for name, _ in bench_columns]
+        columns += [(bench, getter) for _, getter in bench_columns]
+    rows = []
+    for policy in policies:
+        row = [policy]
+        for bench, getter in columns:
+            scores = by_key.get((policy, bench))
+            row.append(getter(scores) if scores is not None else MISSING)
+        rows.append(row)
+    return header, rows
+
+
+def eval_bars(score_list: Sequence[dict]) -> list[plots.EvalBar]:
+    """Bars for ``plots.plot_eval_accuracy``: pass@1 per policy per bench, pass@k at the bench's largest k."""
+    bars = []
+    for bench in sorted({s["bench"] for s in score_list}):
+        bench_scores = sorted((s for s in score_list if s["bench"] == bench), key=lambda s: policy_sort_key(s["policy"]))
+        k = largest_k(bench_scores, "pass@k")
+        for scores in bench_scores:
+            pass_k = scores.get("pass@k", {}).get(str(k)) if k else None
+            bars.append(plots.EvalBar(policy=scores["policy"], bench=bench, pass_at_1=float(scores["pass@1"]),
+                                      pass_at_k=pass_k, k=k if pass_k is not None else None))
+    return bars
+
+
+def training_blocks(summary: dict) -> list[Block]:
+    steps_text = (f"Steps: {summary['num_records']} records, step {summary['first_step']} to {summary['last_step']}. "
+                  f"Total step time: {fmt_duration(summary['total_time_s'])}.")
+    rows = []
+    for key, values in summary["metrics"].items():
+        if values is None:
+            rows.append([key, MISSING, MISSING, MISSING, MISSING])
+        else:
+            rows.append([key, fmt_fraction(values["first"]), fmt_fraction(values["last"]),
+                         fmt_fraction(values["best"]), str(values["best_step"])])
+    return [Block("paragraph", steps_text), Block("table", header=["metric", "first", "last", "best", "best step"], rows=rows)]
+
+
+def sft_blocks(records: Sequence[dict]) -> list[Block]:
+    loss = first_last_best(metric_series(records, "loss"), best="min")
+    if loss is None:
+        return [Block("paragraph", f"SFT log: {len(records)} records, none with a 'loss'.")]
+    text = (f"SFT: {len(records)} records, step {records[0]['step']} to {records[-1]['step']}. "
+            f"Loss {loss['first']:.4f} first, {loss['last']:.4f} last, {loss['best']:.4f} lowest (step {loss['best_step']}).")
+    return [Block("paragraph", text), Block("image", "sft_loss_vs_step.png", alt="SFT loss vs step")]
+
+
+@dataclass
+class ReportInputs:
+    metrics: list[dict]
+    sft_metrics: list[dict] | None
+    scores: list[dict]
+
+
+def read_report_inputs(inputs: dict) -> ReportInputs:
+    """Read and check every input before anything is written."""
+    if not inputs.get("metrics"):
+        raise ValueError("report: input 'metrics' (the GRPO metrics.jsonl) is required")
+    metrics_paths = as_path_list(inputs["metrics"])
+    if len(metrics_paths) != 1:
+        raise ValueError(f"report: input 'metrics' takes one file, got {metrics_paths}")
+    sft_paths = as_path_list(inputs.get("sft_metrics"))
+    if len(sft_paths) > 1:
+        raise ValueError(f"report: input 'sft_metrics' takes at most one file, got {sft_paths}")
+    scored = [(path, load_scores(path)) for path in as_path_list(inputs.get("scores"))]
+    check_unique_scores(scored, ("policy", "bench"))
+    return ReportInputs(metrics=load_metrics(metrics_paths[0]),
+                        sft_metrics=load_metrics(sft_paths[0]) if sft_paths else None,
+                        scores=[scores for _, scores in scored])
+
+
+def report_blocks(cfg: ReportConfig, title: str, data: ReportInputs) -> list[Block]:
+    blocks = [Block("heading1", title),
+              Block("paragraph", f"Run `{cfg.run}`, report generated {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}."),
+              Block("heading2", "Evaluation")]
+    if data.scores:
+        header, rows = score_table(data.scores)
+        blocks.append(Block("table", header=header, rows=rows))
+    else:
+        blocks.append(Block("paragraph", "No evaluation scores were given."))
+    blocks += [Block("image", "eval_accuracy.png", alt="pass@1 per policy and benchmark"),
+               Block("heading2", "Training (GRPO)"),
+               *training_blocks(summarise_training(data.metrics)),
+               Block("image", "reward_vs_step.png", alt="reward and accuracy vs step"),
+               Block("image", "length_vs_step.png", alt="completion length and clipped ratio vs step")]
+    if data.sft_metrics is not None:
+        blocks += [Block("heading2", "Cold-start SFT"), *sft_blocks(data.sft_metrics)]
+    return blocks
+
+
+def write_plots(directory: Path, run: str, data: ReportInputs) -> None:
+    plots.plot_reward_accuracy(directory / "reward_vs_step.png", metric_series(data.metrics, "reward/total"),
+                               metric_series(data.metrics, "accuracy"), title=f"{run}: reward and accuracy")
+    plots.plot_length_clipped(directory / "length_vs_step.png", metric_series(data.metrics, "completions/mean_length"),
+                              metric_series(data.metrics, "completions/clipped_ratio"), title=f"{run}: completion length")
+    plots.plot_eval_accuracy(directory / "eval_accuracy.png", eval_bars(data.scores), title=f"{run}: evaluation")
+    if data.sft_metrics is not None:
+        plots.plot_overlaid(directory / "sft_loss_vs_step.png", {run: metric_series(data.sft_metrics, "loss")},
+                            ylabel="SFT loss", title=f"{run}: cold-start SFT loss")
+
+
+def parse_config(config: dict, model: type[BaseModel], stage: str) -> BaseModel:
+    """Validate a stage config (keys starting with ``_`` are runtime settings and ignored)."""
+    try:
+        return model.model_validate({k: v for k, v in config.items() if not k.startswith("_")})
+    except ValidationError as error:
+        problems = "; ".join(f"{'.'.join(str(p) for p in e['loc']) or '(config)'}: {e['msg']}" for e in error.errors())
+        raise ValueError(f"{stage} config: {problems}") from None
+
+
+def main(config: dict, inputs: dict, outputs: dict) -> None:
+    started_at = time.time()
+    cfg = parse_config(config, ReportConfig, "report")
+    if "report" not in outputs:
+        raise ValueError("report: output 'report' (the report directory) is required")
+    data = read_report_inputs(inputs)
+    title = cfg.title or f"R1-Zero run report: {cfg.run}"
+    blocks = report_blocks(cfg, title, data)
+    with atomic_directory(outputs["report"]) as directory:
+        write_plots(directory, cfg.run, data)
+        write_text_atomic(directory / "report.md", render_markdown(blocks))
+        if "html" in cfg.formats:
+            write_text_atomic(directory / "report.html", render_html(blocks, directory, title))
+        files = sorted(p.name for p in directory.iterdir() if not p.name.startswith("."))
+        write_json_atomic(directory / "meta.json", provenance(stage="report", config=config, inputs=inputs,
+                                                              started_at=started_at, extra={"files": files}))
+    LOG.info("report for run %s written to %s", cfg.run, outputs["report"])
+
+
+if __name__ == "__main__":
+    run_stage(main, description="Per-run report: score table, training summary, plots (Markdown and HTML).")
