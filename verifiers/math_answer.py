@@ -72,7 +72,7 @@ def strip_think(text: str) -> str:
     prompt opened it), and everything after an unclosed ``<think>`` (reasoning never ended).
 
     Example:
-        >>> strip_think("<think>x=3</think> so 4")
+        >>> strip_think("<think>x=3</think>so 4")
         ' so 4'
     """
     text = re.sub(r"<think>.*?</think>", " ", text, flags=re.S)

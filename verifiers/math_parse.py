@@ -151,7 +151,7 @@ def clean_answer(text: str) -> str:
 
     Example:
         >>> clean_answer(r"\left( \frac{1}{3} \right)")
-        '(\\frac{1}{3})'
+        '( \\frac{1}{3} )'
         >>> clean_answer("14{,}916")
         '14916'
         >>> clean_answer(r"90^\circ")

@@ -106,12 +106,14 @@ def _print_text(report: dict, out) -> None:
               f"({100 * report['agreement']:.1f}%)", file=out)
 
 
-def run_verify(path: str, as_json: bool = False, out=sys.stdout, *, extract: bool = True,
+def run_verify(path: str, as_json: bool = False, out=None, *, extract: bool = True,
                timeout_s: float = 2.0) -> int:
-    """Check every row of a JSONL file and print the report (text, or one JSON object).
+    """Check every row of a JSONL file and print the report (text, or one JSON object) to
+    ``out`` (None: the current ``sys.stdout``, looked up at call time so redirection works).
 
     Returns the exit status: 0 all lines valid, 1 some lines invalid, 2 file unreadable.
     """
+    out = sys.stdout if out is None else out
     try:
         rows, errors = _read_rows(path)
     except (OSError, UnicodeDecodeError) as exc:

@@ -327,3 +327,75 @@ def test_clean_answer_and_latex_to_plain_examples():
     assert clean_answer(r"$\dfrac12$") == r"\frac{1}{2}"
     assert latex_to_plain(r"\frac{\sqrt{3}}{2}") == "(( sqrt(3))/(2))"
     assert latex_to_plain(r"\binom{5}{2}") is None  # unknown command: left to the grammar
+
+
+# ---------------------------------------------------------------------------------------------
+# verify CLI
+# ---------------------------------------------------------------------------------------------
+
+import io  # noqa: E402 - grouped with the CLI tests
+import json  # noqa: E402
+
+from verifiers.verify_cli import main as verify_main  # noqa: E402
+from verifiers.verify_cli import run_verify  # noqa: E402
+
+
+def _write_jsonl(path: Path, lines: list) -> str:
+    path.write_text("\n".join(line if isinstance(line, str) else json.dumps(line) for line in lines) + "\n")
+    return str(path)
+
+
+def test_cli_reports_agreement_and_disagreements(tmp_path: Path):
+    path = _write_jsonl(tmp_path / "rows.jsonl", [
+        {"gold": "1/2", "pred": "0.5", "equal": True},
+        {"gold": "3", "pred": "3.0", "equal": False},  # we say equal: a disagreement
+        {"gold": "x^2", "pred": "x*x"},  # unlabelled: checked, not counted in agreement
+    ])
+    out = io.StringIO()
+    assert run_verify(path, out=out) == 0
+    text = out.getvalue()
+    assert "agreement: 1/2 (50.0%)" in text
+    assert "line 2: expected False, got True" in text
+    assert "rows: 3, judged equal: 3, invalid lines: 0" in text
+
+
+def test_cli_json_output(tmp_path: Path):
+    path = _write_jsonl(tmp_path / "rows.jsonl", [{"gold": "2", "pred": "3", "equal": False}])
+    out = io.StringIO()
+    assert run_verify(path, as_json=True, out=out) == 0
+    report = json.loads(out.getvalue())
+    assert report["agreement"] == 1.0 and report["num_rows"] == 1 and report["disagreements"] == []
+
+
+BAD_ROWS = [
+    ("not-json", "{oops", None, "not JSON"),
+    ("missing-gold", {"pred": "1"}, "gold", "missing field 'gold'"),
+    ("pred-not-a-string", {"gold": "1", "pred": 1}, "pred", "field 'pred' must be a string"),
+    ("equal-not-a-bool", {"gold": "1", "pred": "1", "equal": "yes"}, "equal", "must be true or false"),
+    ("not-an-object", "[1, 2]", None, "must be a JSON object"),
+]
+
+
+@pytest.mark.parametrize("bad_line,field,message", [case[1:] for case in BAD_ROWS], ids=[case[0] for case in BAD_ROWS])
+def test_cli_names_the_line_and_field_of_a_bad_row_and_keeps_the_others(tmp_path: Path, bad_line, field, message):
+    path = _write_jsonl(tmp_path / "rows.jsonl", [{"gold": "1", "pred": "1", "equal": True}, bad_line,
+                                                   {"gold": "2", "pred": "2", "equal": True}])
+    out = io.StringIO()
+    assert run_verify(path, as_json=True, out=out) == 1
+    report = json.loads(out.getvalue())
+    assert report["num_rows"] == 2 and report["agreement"] == 1.0  # the good rows still count
+    assert len(report["errors"]) == 1
+    error = report["errors"][0]
+    assert error["line"] == 2 and error["field"] == field and message in error["message"]
+
+
+def test_cli_unreadable_file(tmp_path: Path):
+    out = io.StringIO()
+    assert run_verify(str(tmp_path / "missing.jsonl"), out=out) == 2
+    assert "cannot read" in out.getvalue()
+
+
+def test_cli_main_parses_arguments(tmp_path: Path, capsys):
+    path = _write_jsonl(tmp_path / "rows.jsonl", [{"gold": r"\boxed{4}", "pred": "4", "equal": True}])
+    assert verify_main([path, "--json", "--no-extract"]) == 0
+    assert json.loads(capsys.readouterr().out)["agreement"] == 1.0
