@@ -103,7 +103,8 @@ def _tests_json(example) -> str | None:
     try:
         validate_tests(tests)
     except TestsFormatError as error:
-        log.warning("code reward: example %r has bad tests: %s", example.get("id") if isinstance(example, dict) else None, error)
+        example_id = example.get("id") if isinstance(example, dict) else None
+        log.warning("code reward: example %r has bad tests: %s", example_id, error)
         return None
     return json.dumps(tests, sort_keys=True)
 
@@ -121,7 +122,7 @@ def code_tests_reward(completion: str, example: dict) -> float:
 
     >>> ex = {"task": "code", "tests": {"kind": "call", "fn_name": "f", "cases": [
     ...     {"args": [1], "expected": 2}, {"args": [2], "expected": 5}]}}
-    >>> code_tests_reward("<answer>```python\\ndef f(x):\\n    return 2 * x\\n```</answer>", ex)  # doctest: +SKIP
+    >>> code_tests_reward("<answer>```python\\ndef f(x):\\n    return 2 * x\\n```</answer>", ex)
     0.5
     """
     return _score(completion, example)[0]

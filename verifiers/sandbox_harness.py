@@ -1,14 +1,15 @@
 """The trusted program that runs *inside* the sandbox and executes untrusted code, one test at a time.
 
-``verifiers.sandbox`` starts ``python -S -c <this file's text>`` inside bubblewrap and writes one
-JSON *job* on its stdin (marshal: it comes from the trusted host): the untrusted source, the test kind, the *inputs* of every case (stdin
-text, or call arguments), the limits and a per-run nonce. Expected outputs never enter the
-sandbox. For each case the harness forks a child that runs the untrusted code with its own
-stdin/stdout/stderr pipes, and reports what the child produced (stdout text, or the JSON-encoded
-return value) as one JSON line on the result channel (the harness's original stdout, which
-children never hold). The host validates every line and decides pass/fail itself, so the worst
-a program that subverts this harness can do is *claim* outputs, which it could have produced
-honestly anyway: it cannot see the expected values, so it cannot forge a pass.
+``verifiers.sandbox`` starts ``python -S -c BOOTSTRAP`` inside bubblewrap and writes, marshalled,
+this module's compiled code and one *job* on its stdin (marshal is fine: the host is trusted).
+The job holds the untrusted source, the test kind, the *inputs* of every case (stdin text, or
+call arguments), the limits and a per-run nonce. Expected outputs never enter the sandbox. For
+each case the harness forks a child that runs the untrusted code with its own stdin, stdout,
+stderr and return-value pipes, and reports what the child produced (stdout text, or the
+JSON-encoded return value) as one JSON line on the result channel (the harness's original
+stdout, which children never hold). The host validates every line and decides pass/fail itself,
+so the worst a program that subverts this harness can do is *claim* outputs, which it could
+have produced honestly anyway: it cannot see the expected values, so it cannot forge a pass.
 
 The module is also imported by the host for the value codec (``encode_value``/``decode_value``),
 so both sides agree on how Python values travel as JSON. It imports only the standard library.
@@ -179,6 +180,7 @@ def _decode_tag(tag: str, payload, depth: int):
 # carry); str.translate applies them in one C-level pass.
 _JSON_ESCAPES = {code: f"\\u{code:04x}" for code in (*range(0x20), *range(0xD800, 0xE000))}
 _JSON_ESCAPES.update({ord('"'): '\\"', ord("\\"): "\\\\"})
+_JSON_ESCAPES.update({ord("\n"): "\\n", ord("\r"): "\\r", ord("\t"): "\\t"})  # program output is full of these
 
 
 def dump_json(value) -> str:
