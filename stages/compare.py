@@ -1,0 +1,337 @@
+"""Several runs side by side: one score table, each run's gain over the base, overlaid curves.
+
+``python -m stages.compare --config CFG.json --input metrics=results/a/grpo/metrics.jsonl
+--input metrics=results/b/grpo/metrics.jsonl --input scores=... --output report=results/compare/a_vs_b``
+
+config: ``{"runs": [names], "title": str (optional)}``. inputs: ``metrics`` (one metrics.jsonl
+per run, in the order of ``runs``; may be left out), ``scores`` (scores.json files of any of the
+runs and of the shared base). Each scores file is grouped by its ``run`` field; without one the
+run (and a missing policy or bench) is read from the path:
+
+    results/{run}/eval/{policy}/{bench}/scores.json
+    results/models/{base}/eval/{bench}/scores.json      the base policy shared by runs: run "base"
+
+The output directory holds ``compare.md``, ``compare.html``, ``reward_vs_step.png``,
+``accuracy_vs_step.png``, ``length_vs_step.png`` (one line per run) and ``meta.json``.
+
+``compare_runs(results_dir, runs, out_dir)`` finds the files itself by those patterns; the
+``r1zero compare`` command calls it.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from pipeline.artifacts import atomic_directory, provenance, write_json_atomic, write_text_atomic
+from pipeline.stage_cli import run_stage
+from stages.core import plots
+from stages.report import (MISSING, Block, as_path_list, check_unique_scores, fmt_duration, fmt_fraction, fmt_signed,
+                           fmt_tokens, largest_k, load_metrics, load_scores, metric_series, parse_config,
+                           policy_sort_key, render_html, render_markdown, summarise_training)
+
+LOG = logging.getLogger("stages.compare")
+
+SHARED_BASE_RUN = "base"  # the run name given to results/models/{base}/eval/... scores
+# Curves overlaid across runs: (metrics key, file name, y label).
+CURVES = (("reward/total", "reward_vs_step.png", "total reward"),
+          ("accuracy", "accuracy_vs_step.png", "accuracy"),
+          ("completions/mean_length", "length_vs_step.png", "mean completion length (tokens)"))
+
+
+class CompareConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    runs: list[str] = Field(min_length=1)
+    title: str | None = None
+
+
+# ----------------------------------------------------------------------------- scores
+
+def identity_from_path(path: str | Path) -> dict[str, str]:
+    """run, policy, bench (and model for the shared base) read from a scores.json path.
+
+    Example:
+        >>> identity_from_path("results/r1/eval/grpo/countdown/scores.json")
+        {'run': 'r1', 'policy': 'grpo', 'bench': 'countdown'}
+        >>> identity_from_path("results/models/tiny/eval/math/scores.json")
+        {'run': 'base', 'policy': 'base', 'bench': 'math', 'model': 'tiny'}
+    """
+    parts = Path(path).parts
+    if len(parts) >= 5 and parts[-3] == "eval" and parts[-5] == "models":
+        return {"run": SHARED_BASE_RUN, "policy": "base", "bench": parts[-2], "model": parts[-4]}
+    if len(parts) >= 5 and parts[-4] == "eval":
+        return {"run": parts[-5], "policy": parts[-3], "bench": parts[-2]}
+    return {}
+
+
+def load_compare_scores(paths: Sequence[str], runs: Sequence[str]) -> list[dict]:
+    """Read every scores file, fill run/policy/bench from the path where the file lacks them,
+    and check each belongs to one of ``runs`` (or the shared base)."""
+    scored = []
+    for path in paths:
+        scores = dict(load_scores(path, required=("pass@1",)))
+        from_path = identity_from_path(path)
+        for name in ("run", "policy", "bench"):
+            if scores.get(name) is None:
+                if name not in from_path:
+                    raise ValueError(f"{path}: no {name!r} field, and the path matches neither "
+                                     "results/{run}/eval/{policy}/{bench}/scores.json nor results/models/{base}/eval/{bench}/scores.json")
+                scores[name] = from_path[name]
+        scores["_model"] = from_path.get("model")
+        if scores["run"] not in runs and scores["run"] != SHARED_BASE_RUN:
+            raise ValueError(f"{path}: belongs to run {scores['run']!r}, which is not among the runs compared {list(runs)}")
+        scored.append((path, scores))
+    _name_shared_bases(scores for _, scores in scored)
+    check_unique_scores(scored, ("run", "policy", "bench"))
+    return [scores for _, scores in scored]
+
+
+def _name_shared_bases(score_iter) -> None:
+    """With several base models under results/models/, label each base row by its model."""
+    shared = [s for s in score_iter if s["run"] == SHARED_BASE_RUN and s["_model"]]
+    if len({s["_model"] for s in shared}) > 1:
+        for scores in shared:
+            scores["policy"] = f"base:{scores['_model']}"
+
+
+def row_label(run: str, policy: str) -> str:
+    """``run/policy``; the shared base is just ``base`` (or ``base:{model}``)."""
+    return policy if run == SHARED_BASE_RUN else f"{run}/{policy}"
+
+
+def final_policy(policies: Sequence[str]) -> str | None:
+    """The policy a run ends with: grpo if it has one, else sft, else its last non-base policy."""
+    for name in ("grpo", "sft"):
+        if name in policies:
+            return name
+    others = sorted((p for p in policies if p != "base"), key=policy_sort_key)
+    return others[-1] if others else None
+
+
+# ----------------------------------------------------------------------------- tables
+
+@dataclass(frozen=True)
+class BenchColumns:
+    bench: str
+    k_pass: int | None
+    k_maj: int | None
+
+
+def bench_columns(score_list: Sequence[dict]) -> list[BenchColumns]:
+    columns = []
+    for bench in sorted({s["bench"] for s in score_list}):
+        bench_scores = [s for s in score_list if s["bench"] == bench]
+        columns.append(BenchColumns(bench, largest_k(bench_scores, "pass@k"), largest_k(bench_scores, "maj@k")))
+    return columns
+
+
+def _metric(scores: dict | None, name: str, k: int | None = None) -> Any:
+    if scores is None:
+        return None
+    if name in ("pass@k", "maj@k"):
+        return scores.get(name, {}).get(str(k)) if k else None
+    return scores.get(name)
+
+
+def ordered_rows(score_list: Sequence[dict], runs: Sequence[str]) -> list[tuple[str, str]]:
+    """(run, policy) pairs: the shared base first, then each run in config order, policies in training order."""
+    pairs = {(s["run"], s["policy"]) for s in score_list}
+    order = [SHARED_BASE_RUN, *runs]
+    return sorted(pairs, key=lambda pair: (order.index(pair[0]), policy_sort_key(pair[1])))
+
+
+def compare_table(score_list: Sequence[dict], runs: Sequence[str]) -> tuple[list[str], list[list[str]]]:
+    """Rows run/policy; per bench: pass@1, pass@k and maj@k (largest k), mean length."""
+    columns = bench_columns(score_list)
+    by_key = {(s["run"], s["policy"], s["bench"]): s for s in score_list}
+    header = ["run/policy"]
+    for column in columns:
+        header += [f"{column.bench} pass@1", f"{column.bench} pass@{column.k_pass or 'k'}",
+                   f"{column.bench} maj@{column.k_maj or 'k'}", f"{column.bench} mean length"]
+    rows = []
+    for run, policy in ordered_rows(score_list, runs):
+        row = [row_label(run, policy)]
+        for column in columns:
+            scores = by_key.get((run, policy, column.bench))
+            row += [fmt_fraction(_metric(scores, "pass@1")), fmt_fraction(_metric(scores, "pass@k", column.k_pass)),
+                    fmt_fraction(_metric(scores, "maj@k", column.k_maj)), fmt_tokens(_metric(scores, "mean_length"))]
+        rows.append(row)
+    return header, rows
+
+
+def _difference(final: dict | None, reference: dict | None, name: str, k: int | None = None) -> float | None:
+    a, b = _metric(final, name, k), _metric(reference, name, k)
+    return a - b if isinstance(a, (int, float)) and isinstance(b, (int, float)) else None
+
+
+def reference_scores(by_key: dict, run: str, bench: str) -> tuple[str, dict] | None:
+    """What a run's final policy is compared with: the run's own base evaluation, else the
+    shared base when there is exactly one; None when neither exists."""
+    own = by_key.get((run, "base", bench))
+    if own is not None:
+        return row_label(run, "base"), own
+    shared = [(policy, s) for (r, policy, b), s in by_key.items() if r == SHARED_BASE_RUN and b == bench]
+    return (row_label(SHARED_BASE_RUN, shared[0][0]), shared[0][1]) if len(shared) == 1 else None
+
+
+def delta_table(score_list: Sequence[dict], runs: Sequence[str]) -> tuple[list[str], list[list[str]]]:
+    """Rows: each run's final policy; per bench: its pass@1, pass@k, maj@k and mean length minus the base's."""
+    columns = bench_columns(score_list)
+    by_key = {(s["run"], s["policy"], s["bench"]): s for s in score_list}
+    header = ["run", "final policy"]
+    for column in columns:
+        header += [f"{column.bench} vs", f"{column.bench} Δpass@1", f"{column.bench} Δpass@{column.k_pass or 'k'}",
+                   f"{column.bench} Δmaj@{column.k_maj or 'k'}", f"{column.bench} Δmean length"]
+    rows = []
+    for run in runs:
+        final = final_policy(sorted({s["policy"] for s in score_list if s["run"] == run}))
+        row = [run, final or MISSING]
+        for column in columns:
+            final_scores = by_key.get((run, final, column.bench)) if final else None
+            reference = reference_scores(by_key, run, column.bench)
+            ref_label, ref_scores = reference if reference else (MISSING, None)
+            row += [ref_label if final_scores is not None else MISSING,
+                    fmt_signed(_difference(final_scores, ref_scores, "pass@1")),
+                    fmt_signed(_difference(final_scores, ref_scores, "pass@k", column.k_pass)),
+                    fmt_signed(_difference(final_scores, ref_scores, "maj@k", column.k_maj)),
+                    fmt_signed(_difference(final_scores, ref_scores, "mean_length"), digits=1)]
+        rows.append(row)
+    return header, rows
+
+
+def training_table(metrics_by_run: dict[str, list[dict] | None]) -> tuple[list[str], list[list[str]]]:
+    header = ["run", "steps", "last reward", "best reward", "last accuracy", "best accuracy", "total step time"]
+    rows = []
+    for run, records in metrics_by_run.items():
+        if records is None:
+            rows.append([run] + [MISSING] * (len(header) - 1))
+            continue
+        summary = summarise_training(records)
+        reward, accuracy = summary["metrics"]["reward/total"] or {}, summary["metrics"]["accuracy"] or {}
+        rows.append([run, str(summary["last_step"]), fmt_fraction(reward.get("last")), fmt_fraction(reward.get("best")),
+                     fmt_fraction(accuracy.get("last")), fmt_fraction(accuracy.get("best")),
+                     fmt_duration(summary["total_time_s"])])
+    return header, rows
+
+
+def compare_blocks(title: str, runs: Sequence[str], score_list: list[dict], metrics_by_run: dict) -> list[Block]:
+    blocks = [Block("heading1", title),
+              Block("paragraph", f"Runs: {', '.join(f'`{run}`' for run in runs)}; generated "
+                                 f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}."),
+              Block("heading2", "Evaluation")]
+    if score_list:
+        header, rows = compare_table(score_list, runs)
+        blocks.append(Block("table", header=header, rows=rows))
+        delta_header, delta_rows = delta_table(score_list, runs)
+        blocks += [Block("heading2", "Final policy vs base"),
+                   Block("paragraph", "Each run's final policy (grpo, else sft) minus the base it started from "
+                                      "(the run's own base evaluation, else the shared base)."),
+                   Block("table", header=delta_header, rows=delta_rows)]
+    else:
+        blocks.append(Block("paragraph", "No evaluation scores were given."))
+    header, rows = training_table(metrics_by_run)
+    blocks += [Block("heading2", "Training (GRPO)"), Block("table", header=header, rows=rows)]
+    blocks += [Block("image", file_name, alt=f"{label} vs step") for _, file_name, label in CURVES]
+    return blocks
+
+
+# ----------------------------------------------------------------------------- writing
+
+@dataclass
+class CompareInputs:
+    runs: list[str]
+    metrics_by_run: dict[str, list[dict] | None]
+    scores: list[dict]
+
+
+def read_compare_inputs(runs: Sequence[str], metrics_paths: dict[str, str | None], score_paths: Sequence[str]) -> CompareInputs:
+    metrics_by_run = {run: load_metrics(path) if path else None for run, path in metrics_paths.items()}
+    return CompareInputs(list(runs), metrics_by_run, load_compare_scores(score_paths, runs))
+
+
+def write_compare(out_dir: str | Path, title: str, data: CompareInputs, *, config: dict, inputs: dict, started_at: float) -> Path:
+    """Build the comparison directory atomically (all inputs are already read and checked)."""
+    blocks = compare_blocks(title, data.runs, data.scores, data.metrics_by_run)
+    with atomic_directory(out_dir) as directory:
+        for key, file_name, label in CURVES:
+            curves = {run: metric_series(records, key) for run, records in data.metrics_by_run.items() if records}
+            plots.plot_overlaid(directory / file_name, curves, ylabel=label, title=f"{label} vs step")
+        write_text_atomic(directory / "compare.md", render_markdown(blocks))
+        write_text_atomic(directory / "compare.html", render_html(blocks, directory, title))
+        files = sorted(p.name for p in directory.iterdir() if not p.name.startswith("."))
+        write_json_atomic(directory / "meta.json", provenance(stage="compare", config=config, inputs=inputs,
+                                                              started_at=started_at, extra={"files": files}))
+    LOG.info("comparison of %s written to %s", ", ".join(data.runs), out_dir)
+    return Path(out_dir)
+
+
+def _default_title(runs: Sequence[str]) -> str:
+    return f"R1-Zero comparison: {', '.join(runs)}"
+
+
+def _check_runs(runs: Sequence[str]) -> None:
+    duplicates = sorted({run for run in runs if list(runs).count(run) > 1})
+    if duplicates:
+        raise ValueError(f"compare: runs listed twice: {duplicates}")
+    if SHARED_BASE_RUN in runs:
+        raise ValueError(f"compare: a run may not be called {SHARED_BASE_RUN!r} (the name of the shared base)")
+
+
+def main(config: dict, inputs: dict, outputs: dict) -> None:
+    started_at = time.time()
+    cfg = parse_config(config, CompareConfig, "compare")
+    _check_runs(cfg.runs)
+    if "report" not in outputs:
+        raise ValueError("compare: output 'report' (the comparison directory) is required")
+    metrics_paths = as_path_list(inputs.get("metrics"))
+    if metrics_paths and len(metrics_paths) != len(cfg.runs):
+        raise ValueError(f"compare: {len(metrics_paths)} 'metrics' inputs for {len(cfg.runs)} runs {cfg.runs}; "
+                         "give one metrics.jsonl per run, in the order of config 'runs'")
+    by_run = dict(zip(cfg.runs, metrics_paths)) if metrics_paths else {run: None for run in cfg.runs}
+    data = read_compare_inputs(cfg.runs, by_run, as_path_list(inputs.get("scores")))
+    write_compare(outputs["report"], cfg.title or _default_title(cfg.runs), data,
+                  config=config, inputs=inputs, started_at=started_at)
+
+
+def find_run_files(results_dir: str | Path, run: str) -> tuple[str | None, list[str]]:
+    """A run's GRPO metrics (or None) and its scores files, by the results layout; an error
+    naming the run and the paths looked at when neither exists."""
+    root = Path(results_dir)
+    metrics = root / run / "grpo" / "metrics.jsonl"
+    scores = sorted(str(p) for p in root.glob(f"{run}/eval/*/*/scores.json"))
+    if not metrics.is_file() and not scores:
+        raise FileNotFoundError(f"run {run!r}: nothing found; looked for {metrics} and {root / run / 'eval/*/*/scores.json'}")
+    return (str(metrics) if metrics.is_file() else None), scores
+
+
+def compare_runs(results_dir: str, runs: list[str], out_dir: str) -> Path:
+    """Compare ``runs`` from the files under ``results_dir``; write the report to ``out_dir``.
+
+    Reads ``{results_dir}/{run}/grpo/metrics.jsonl``, ``{results_dir}/{run}/eval/*/*/scores.json``
+    and the shared base's ``{results_dir}/models/*/eval/*/scores.json`` (as run "base").
+
+    Usage (what ``r1zero compare run_a run_b`` does):
+        compare_runs("results", ["run_a", "run_b"], "results/compare/run_a_vs_run_b")
+        -> Path("results/compare/run_a_vs_run_b") holding compare.md, compare.html, three PNGs, meta.json
+    """
+    started_at = time.time()
+    _check_runs(runs)
+    if not runs:
+        raise ValueError("compare_runs: no runs given")
+    found = {run: find_run_files(results_dir, run) for run in runs}
+    base_scores = sorted(str(p) for p in Path(results_dir).glob("models/*/eval/*/scores.json"))
+    score_paths = base_scores + [path for _, paths in found.values() for path in paths]
+    metrics_paths = {run: metrics for run, (metrics, _) in found.items()}
+    data = read_compare_inputs(runs, metrics_paths, score_paths)
+    config = {"runs": list(runs), "title": _default_title(runs), "results_dir": str(results_dir)}
+    inputs = {"metrics": [p for p in metrics_paths.values() if p], "scores": score_paths}
+    return write_compare(out_dir, config["title"], data, config=config, inputs=inputs, started_at=started_at)
+
+
+if __name__ == "__main__":
+    run_stage(main, description="Compare runs: score table, gains over the base, overlaid training curves.")
