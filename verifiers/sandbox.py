@@ -120,8 +120,11 @@ class TestsFormatError(ValueError):
 class SandboxLimits:
     """Resource limits for one program run.
 
-    cpu_time_s applies to each test case (RLIMIT_CPU of the process running it); wall_time_s to
-    the whole run (all cases). memory_mb is address space (RLIMIT_AS) per process.
+    cpu_time_s applies to each test case (RLIMIT_CPU of the process running it, which counts
+    whole seconds: 0.5 becomes 1); wall_time_s to the whole run (all cases), sandbox start-up
+    included. memory_mb is address space (RLIMIT_AS) per process; max_file_size_mb caps each
+    file (RLIMIT_FSIZE) and the whole /tmp; max_output_bytes caps stdout, stderr and the
+    return value of each case.
 
     >>> SandboxLimits(cpu_time_s=1).wall_time_s
     5.0

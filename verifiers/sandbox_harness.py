@@ -355,6 +355,11 @@ def _report_exception(error: BaseException) -> None:
 def _child_run_stdio(job: dict) -> int:
     code = compile(job["source"], "program.py", "exec")
     exec(code, {"__name__": "__main__", "__builtins__": builtins})
+    threading = sys.modules.get("threading")
+    if threading is not None:
+        # What interpreter shutdown does: wait for the program's non-daemon threads, which may
+        # still be printing. The wall deadline bounds the wait.
+        threading._shutdown()
     return 0
 
 
@@ -604,6 +609,15 @@ def run_job(job: dict, result_fd: int) -> None:
     send({"done": True})
 
 
+def _quit(code=None):
+    """``exit()``/``quit()`` for programs: ``python -S`` skips ``site``, which defines them."""
+    raise SystemExit(code)
+
+
+def _install_site_builtins() -> None:
+    builtins.exit = builtins.quit = _quit
+
+
 def main(job: dict | None = None) -> int:
     """Entry point; the host passes the job (see ``BOOTSTRAP`` in ``verifiers.sandbox``)."""
     if job is None:
@@ -615,6 +629,7 @@ def main(job: dict | None = None) -> int:
         job["prctl"] = _load_prctl()
     _drop_privileges(job)
     _apply_limits(job["limits"], shared_uid)
+    _install_site_builtins()
     run_job(job, result_fd)
     return 0
 

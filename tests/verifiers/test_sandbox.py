@@ -280,3 +280,15 @@ def test_cli_runs_as_a_module(tmp_path):
                           capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout)["num_passed"] == 1
+
+
+def test_exit_builtins_and_threads_behave_like_a_normal_interpreter():
+    # `python -S` skips site.py, which defines exit()/quit(); a non-daemon thread's output must
+    # not be lost when the main module ends first.
+    tests = {"kind": "stdio", "cases": [{"input": "", "output": "main\nthread"}]}
+    program = ("import threading, time\n"
+               "def late():\n    time.sleep(0.2)\n    print('thread')\n"
+               "threading.Thread(target=late).start()\nprint('main')\n")
+    assert run_program(program, tests).all_passed
+    assert run_program("print('main')\nprint('thread')\nexit(0)\nprint('after')\n", tests).all_passed
+    assert run_program("print('main')\nprint('thread')\nquit()\n", tests).all_passed

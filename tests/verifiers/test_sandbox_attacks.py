@@ -7,10 +7,13 @@ come from a leak or a forged verdict, which is exactly what these tests look for
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import re
 import secrets
 import socket
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -384,3 +387,31 @@ def test_stack_walking_and_memory_search_find_no_expected_value():
     )
     result = run_attack(program, secret_call_tests(marker))
     assert got_text(result) == "'nothing'"
+
+
+def test_non_root_callers_get_a_user_namespace_where_rlimit_nproc_binds():
+    # The other way in: without root, bwrap maps the caller to uid 65534 in a new user
+    # namespace. As root, this test plays a non-root caller with setpriv and the system Python.
+    script = (
+        "import json, sys\n"
+        f"sys.path.insert(0, {str(REPO_ROOT)!r})\n"
+        "from verifiers.sandbox import SandboxLimits, run_program\n"
+        "program = ('import os\\nforks = 0\\nwhile forks < 100:\\n    try:\\n        if os.fork() == 0:\\n'\n"
+        "           '            import time\\n            time.sleep(5)\\n            os._exit(0)\\n'\n"
+        "           '        forks += 1\\n    except OSError:\\n        break\\nprint(os.getuid(), forks)\\n')\n"
+        "result = run_program(program, {'kind': 'stdio', 'cases': [{'input': '', 'output': '?'}]},\n"
+        "                     SandboxLimits(max_processes=8, wall_time_s=3))\n"
+        "print(json.dumps([__import__('os').getuid(), result.sandboxed, result.verdicts[0].reason]))\n"
+    )
+    if os.geteuid() == 0:
+        if not (Path("/usr/bin/python3").exists() and Path("/usr/bin/setpriv").exists()):
+            pytest.skip("needs /usr/bin/python3 and setpriv to play a non-root caller")
+        command = ["/usr/bin/setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "/usr/bin/python3", "-c", script]
+    else:
+        command = [sys.executable, "-c", script]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=60, cwd="/", env={"PATH": "/usr/bin:/bin"})
+    assert done.returncode == 0, done.stderr
+    caller_uid, sandboxed, reason = json.loads(done.stdout)
+    assert caller_uid != 0 and sandboxed
+    inside_uid, forks = re.search(r"got '(\d+) (\d+)", reason).groups()
+    assert inside_uid == "65534" and 0 < int(forks) < 8, reason
