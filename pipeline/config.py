@@ -365,6 +365,11 @@ def stage_snapshots(cfg: Config) -> dict[str, dict]:
         snaps[f"data/{name}"] = {"name": name, **dataset}
     for name, model in dump["models"].items():
         snaps[f"models/{name}"] = {"name": name, "device": cfg.device, **model}
+        if model["pretrain"]:
+            # The corpus draws problems with the dataset's generator settings.
+            corpus_dataset = dump["datasets"][model["pretrain"]["dataset"]]
+            snaps[f"models/{name}"]["corpus_source"] = corpus_dataset["source"]
+            snaps[f"models/{name}"]["corpus_prompt"] = corpus_dataset["prompt"]
     for run_name, run in dump["runs"].items():
         if run["sft"]:
             snaps[f"runs/{run_name}/sft"] = {"run": run_name, "base": run["base"], "device": cfg.device, **run["sft"]}

@@ -206,3 +206,27 @@ def arithmetic_rows(count: int, seed: int, *, num_operations: int = 3, max_numbe
             "meta": {"expression": text},
         })
     return rows
+
+
+def all_clean_chains(numbers: list[int] | tuple[int, ...], ops: str = COUNTDOWN_OPS) -> list[Chain]:
+    """Every clean left-deep chain over the numbers (small inputs only: n! * (2*len(ops))^(n-1))."""
+    from itertools import permutations, product
+
+    if len(numbers) > 5:
+        raise ValueError(f"numbers: at most 5 for exhaustive chains, got {len(numbers)}")
+    chains = []
+    for order in set(permutations(numbers)):
+        for choice in product(ops, (False, True), repeat=len(order) - 1):
+            steps = tuple(ChainStep(choice[2 * i], order[i + 1], choice[2 * i + 1]) for i in range(len(order) - 1))
+            chain = Chain(order[0], steps)
+            if chain_is_clean(chain):
+                chains.append(chain)
+    return sorted(chains, key=lambda c: c.trace())
+
+
+def find_chain(numbers: list[int] | tuple[int, ...], target: int, rng: random.Random | None = None) -> Chain | None:
+    """One clean chain that reaches ``target`` (a random one when ``rng`` is given), or None."""
+    hits = [c for c in all_clean_chains(numbers) if c.values()[-1] == target]
+    if not hits:
+        return None
+    return rng.choice(hits) if rng else hits[0]

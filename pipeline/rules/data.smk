@@ -1,0 +1,15 @@
+rule prepare_data:
+    input:
+        snapshot=P.config_snapshot("data/{dataset}"),
+        module="stages/prepare_data.py",
+    output:
+        train=P.data("{dataset}", "train"),
+        test=P.data("{dataset}", "test"),
+        stats=P.data_stats("{dataset}"),
+    log:
+        P.log("prepare_data", "{dataset}"),
+    benchmark:
+        P.benchmark("prepare_data", "{dataset}")
+    shell:
+        "{PY} -m stages.prepare_data --config {input.snapshot} "
+        "--output train={output.train} --output test={output.test} --output stats={output.stats} 2> {log}"

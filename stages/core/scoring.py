@@ -1,0 +1,43 @@
+"""Scoring sampled completions with the configured verifier rewards.
+
+The *primary* reward of a task is the first one listed in its weights (``countdown`` for
+countdown, ``math`` for math); a completion is *correct* when the primary reward reaches its
+maximum. Accuracy in training logs and evaluation uses this definition.
+
+Example:
+    >>> rows = [{"task": "countdown", "meta": {"numbers": [3, 5], "target": 8}}]
+    >>> scored = score_completions(["<answer>3+5</answer>"], rows, {"countdown": {"countdown": 1.0}})
+    >>> scored.totals, scored.correct
+    ([1.0], [True])
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from verifiers.registry import REWARD_RANGES, score_batch
+
+
+@dataclass
+class Scored:
+    totals: list[float]
+    parts: list[dict[str, float]]
+    correct: list[bool]
+
+    def mean_parts(self) -> dict[str, float]:
+        names = sorted({name for part in self.parts for name in part})
+        return {name: sum(p.get(name, 0.0) for p in self.parts) / max(1, len(self.parts)) for name in names}
+
+
+def primary_reward(weights: dict[str, float]) -> str:
+    return next(iter(weights))
+
+
+def score_completions(completions: list[str], rows: list[dict], weights_by_task: dict[str, dict[str, float]]) -> Scored:
+    results = score_batch(completions, rows, weights_by_task)
+    totals = [total for total, _ in results]
+    parts = [part for _, part in results]
+    correct = []
+    for row, part in zip(rows, parts):
+        name = primary_reward(weights_by_task[row["task"]])
+        correct.append(part.get(name, 0.0) >= REWARD_RANGES[name][1])
+    return Scored(totals, parts, correct)
