@@ -1,0 +1,256 @@
+"""Per-run report stage: files, table rows (parsed back from the Markdown), HTML, bad inputs."""
+from __future__ import annotations
+
+import base64
+import doctest
+import json
+import re
+import struct
+from pathlib import Path
+
+import pytest
+
+from pipeline.stage_cli import run_stage
+from stages import report
+from stages.report import (Block, first_last_best, fmt_duration, metric_series, render_markdown, score_table,
+                           summarise_training)
+
+RUNS = Path(__file__).resolve().parents[1] / "fixtures" / "report" / "runs"
+SCORES_RUN_A = [RUNS / "models/tiny/eval/countdown/scores.json", RUNS / "models/tiny/eval/math/scores.json",
+                RUNS / "run_a/eval/sft/countdown/scores.json", RUNS / "run_a/eval/grpo/countdown/scores.json",
+                RUNS / "run_a/eval/grpo/math/scores.json"]
+PLOTS = ["eval_accuracy.png", "length_vs_step.png", "reward_vs_step.png"]
+
+
+def parse_tables(markdown: str) -> list[list[dict[str, str]]]:
+    """Every Markdown table as a list of {header: cell} rows (escaped pipes kept as text)."""
+    tables, lines = [], markdown.splitlines()
+    for index, line in enumerate(lines):
+        if line.startswith("|") and index + 1 < len(lines) and set(lines[index + 1].replace(" ", "")) <= set("|-") \
+                and (index == 0 or not lines[index - 1].startswith("|")):
+            header = split_row(line)
+            rows = []
+            for row_line in lines[index + 2:]:
+                if not row_line.startswith("|"):
+                    break
+                rows.append(dict(zip(header, split_row(row_line), strict=True)))
+            tables.append(rows)
+    return tables
+
+
+def split_row(line: str) -> list[str]:
+    cells = re.split(r"(?<!\\)\|", line.strip())[1:-1]
+    return [cell.strip().replace("\\|", "|") for cell in cells]
+
+
+def png_size(path: Path) -> tuple[int, int]:
+    data = path.read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n", f"{path.name} is not a PNG"
+    return struct.unpack(">II", data[16:24])
+
+
+def full_inputs() -> dict:
+    return {"metrics": str(RUNS / "run_a/grpo/metrics.jsonl"), "sft_metrics": str(RUNS / "run_a/sft/metrics.jsonl"),
+            "scores": [str(p) for p in SCORES_RUN_A]}
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("report") / "run_a_report"
+    report.main({"run": "run_a", "title": "Run A", "formats": ["md", "html"]}, full_inputs(), {"report": str(out)})
+    return out
+
+
+def test_writes_every_file(built):
+    names = sorted(p.name for p in built.iterdir())
+    assert names == sorted(["report.md", "report.html", "meta.json", "sft_loss_vs_step.png", *PLOTS])
+    for name in PLOTS + ["sft_loss_vs_step.png"]:
+        assert png_size(built / name) == (800, 450 if name != "reward_vs_step.png" else 600)
+
+
+def test_score_table_rows(built):
+    markdown = (built / "report.md").read_text()
+    assert markdown.startswith("# Run A\n")
+    scores_table = parse_tables(markdown)[0]
+    assert [row["policy"] for row in scores_table] == ["base", "sft", "grpo"], "training order, not file order"
+    base, sft, grpo = scores_table
+    assert base["countdown pass@1"] == "0.125" and base["countdown pass@4"] == "0.375" and base["countdown maj@4"] == "0.250"
+    assert base["math pass@1"] == "0.062" and base["math maj@4"] == "0.000"
+    assert grpo["countdown mean length"] == "90.0"
+    assert grpo["countdown mean length correct"] == "80.0" and grpo["countdown mean length incorrect"] == "100.0"
+    assert grpo["countdown format rate"] == "0.750" and grpo["countdown truncation rate"] == "0.125"
+    assert sft["math pass@1"] == "n/a", "sft was not evaluated on math"
+    assert len(base) == 1 + 2 * 8, "policy + 8 metrics for each of 2 benches"
+
+
+def test_training_summary(built):
+    markdown = (built / "report.md").read_text()
+    training = {row["metric"]: row for row in parse_tables(markdown)[1]}
+    # Fixture: reward 0.1*step except step 7 = 1.2; accuracy 0.05*step, absent at step 4.
+    assert training["reward/total"] == {"metric": "reward/total", "first": "0.100", "last": "1.000", "best": "1.200", "best step": "7"}
+    assert training["accuracy"]["first"] == "0.050" and training["accuracy"]["best step"] == "10"
+    assert "Steps: 10 records, step 1 to 10. Total step time: 25.0 s." in markdown
+    assert "Loss 1.7500 first, 0.7500 last, 0.7500 lowest (step 5)." in markdown
+    for name in PLOTS:
+        assert f"]({name})" in markdown
+
+
+def test_html_is_self_contained(built):
+    page = (built / "report.html").read_text()
+    sources = re.findall(r'src="([^"]*)"', page)
+    assert len(sources) == 4 and all(src.startswith("data:image/png;base64,") for src in sources)
+    embedded = base64.b64decode(sources[0].split(",", 1)[1])
+    assert embedded == (built / "eval_accuracy.png").read_bytes()
+    assert "<td>0.375</td>" in page and "<code>run_a</code>" in page
+    assert not re.search(r"<link|<script|href=|url\(", page), "nothing is fetched from elsewhere"
+
+
+def test_meta_records_provenance(built):
+    meta = json.loads((built / "meta.json").read_text())
+    assert meta["stage"] == "report"
+    assert meta["config"]["run"] == "run_a"
+    assert set(meta["inputs"]) == {"metrics", "sft_metrics", "scores"}
+    assert len(meta["inputs"]["scores"]) == len(SCORES_RUN_A)
+    assert "report.md" in meta["files"] and "report.html" in meta["files"]
+
+
+def test_cli_markdown_only_without_scores_or_sft(tmp_path):
+    config = tmp_path / "config.json"
+    config.write_text(json.dumps({"run": "run_b", "formats": ["md"]}))
+    out = tmp_path / "out"
+    run_stage(report.main, ["--config", str(config), "--input", f"metrics={RUNS / 'run_b/grpo/metrics.jsonl'}",
+                            "--output", f"report={out}"])
+    assert sorted(p.name for p in out.iterdir()) == sorted(["report.md", "meta.json", *PLOTS])
+    markdown = (out / "report.md").read_text()
+    assert "# R1-Zero run report: run_b" in markdown
+    assert "No evaluation scores were given." in markdown
+    assert "Cold-start SFT" not in markdown
+
+
+def write_lines(path: Path, lines: list[str]) -> Path:
+    path.write_text("".join(line + "\n" for line in lines))
+    return path
+
+
+@pytest.mark.parametrize("metrics_lines, match, reason", [
+    (['{"step": 1, "accuracy": 0.1}', "", '{"step": 3, "accuracy": 0.2'], r"metrics.jsonl:3: not valid JSON", "a cut line"),
+    (['{"step": 1}', '[1, 2]'], r"metrics.jsonl:2: expected a JSON object", "not an object"),
+    (['{"accuracy": 0.1}'], r"metrics.jsonl:1: record has no numeric 'step'", "no step"),
+    (['{"step": "one"}'], r"metrics.jsonl:1: record has no numeric 'step'", "step is text"),
+    ([], r"metrics.jsonl: no metrics records", "empty file"),
+])
+def test_bad_metrics_stop_and_write_nothing(tmp_path, metrics_lines, match, reason):
+    metrics = write_lines(tmp_path / "metrics.jsonl", metrics_lines)
+    out = tmp_path / "results" / "report"
+    with pytest.raises(ValueError, match=match):
+        report.main({"run": "r"}, {"metrics": str(metrics)}, {"report": str(out)})
+    assert not out.exists() and not out.parent.exists(), reason
+
+
+@pytest.mark.parametrize("scores, match, reason", [
+    ({"bench": "countdown", "pass@1": 0.5}, r"bad\.json: missing field 'policy'", "no policy"),
+    ({"policy": "grpo", "pass@1": 0.5}, r"bad\.json: missing field 'bench'", "no bench"),
+    ({"policy": "grpo", "bench": "countdown", "pass@1": "high"}, r"bad\.json: field 'pass@1' must be a number", "text score"),
+    ({"policy": "grpo", "bench": "countdown", "pass@1": 0.5, "pass@k": {"four": 0.7}}, r"bad\.json: field 'pass@k'", "k not a number"),
+    ([0.5], r"bad\.json: expected a JSON object", "a list"),
+])
+def test_bad_scores_stop_and_write_nothing(tmp_path, scores, match, reason):
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps(scores))
+    out = tmp_path / "report"
+    inputs = {"metrics": str(RUNS / "run_a/grpo/metrics.jsonl"), "scores": [str(SCORES_RUN_A[0]), str(bad)]}
+    with pytest.raises(ValueError, match=match):
+        report.main({"run": "r"}, inputs, {"report": str(out)})
+    assert not out.exists(), reason
+
+
+def test_scores_not_json_names_file_and_line(tmp_path):
+    bad = tmp_path / "bad.json"
+    bad.write_text('{\n  "policy": "grpo",\n  "bench": \n}\n')
+    with pytest.raises(ValueError, match=r"bad\.json:4: not valid JSON"):
+        report.main({"run": "r"}, {"metrics": str(RUNS / "run_a/grpo/metrics.jsonl"), "scores": str(bad)},
+                    {"report": str(tmp_path / "report")})
+
+
+def test_bad_input_leaves_an_existing_report_untouched(tmp_path):
+    out = tmp_path / "report"
+    out.mkdir()
+    (out / "report.md").write_text("previous report\n")
+    bad = write_lines(tmp_path / "metrics.jsonl", ["not json"])
+    with pytest.raises(ValueError):
+        report.main({"run": "r"}, {"metrics": str(bad)}, {"report": str(out)})
+    assert [p.name for p in out.iterdir()] == ["report.md"]
+    assert (out / "report.md").read_text() == "previous report\n"
+
+
+def test_duplicate_policy_and_bench_names_both_files(tmp_path):
+    copy = tmp_path / "again.json"
+    copy.write_text(SCORES_RUN_A[3].read_text())
+    inputs = {"metrics": str(RUNS / "run_a/grpo/metrics.jsonl"), "scores": [str(SCORES_RUN_A[3]), str(copy)]}
+    with pytest.raises(ValueError, match=r"two scores files for policy='grpo', bench='countdown': .*scores\.json and .*again\.json"):
+        report.main({"run": "r"}, inputs, {"report": str(tmp_path / "report")})
+
+
+@pytest.mark.parametrize("config, inputs, match, reason", [
+    ({"run": "r", "formats": ["pdf"]}, None, r"report config: formats\.0", "unknown format"),
+    ({"formats": ["md"]}, None, r"report config: run: Field required", "run missing"),
+    ({"run": "r", "colour": "red"}, None, r"report config: colour: Extra inputs", "typo in a key"),
+    ({"run": "r"}, {}, r"input 'metrics' .* is required", "no metrics"),
+    ({"run": "r"}, {"metrics": ["a.jsonl", "b.jsonl"]}, r"'metrics' takes one file", "two metrics files"),
+])
+def test_config_and_input_errors(tmp_path, config, inputs, match, reason):
+    inputs = {"metrics": str(RUNS / "run_a/grpo/metrics.jsonl")} if inputs is None else inputs
+    with pytest.raises(ValueError, match=match):
+        report.main(config, inputs, {"report": str(tmp_path / "report")})
+    assert not (tmp_path / "report").exists(), reason
+
+
+def test_runtime_keys_in_config_are_ignored(tmp_path):
+    # run_stage adds "_runtime" (threads) to every config; validation must not reject it.
+    assert report.parse_config({"run": "r", "_runtime": {"threads": 2}}, report.ReportConfig, "report").run == "r"
+
+
+@pytest.mark.parametrize("records, expected, reason", [
+    ([{"step": 1, "kl": 0.1}, {"step": 2}], ([1], [0.1]), "missing key skipped"),
+    ([{"step": 1, "kl": None}, {"step": 2, "kl": 0.2}], ([2], [0.2]), "None skipped"),
+    ([{"step": 1, "kl": float("nan")}, {"step": 2, "kl": 3}], ([2], [3.0]), "NaN skipped, int becomes float"),
+    ([{"step": 1, "kl": True}], ([], []), "a bool is not a metric value"),
+])
+def test_metric_series(records, expected, reason):
+    assert metric_series(records, "kl") == expected, reason
+
+
+def test_first_last_best_and_training_summary():
+    assert first_last_best(([1, 2, 3], [2.0, 0.5, 1.0]), best="min") == {"first": 2.0, "last": 1.0, "best": 0.5, "best_step": 2}
+    assert first_last_best(([], [])) is None
+    assert first_last_best(([1, 2], [0.5, 0.5])) == {"first": 0.5, "last": 0.5, "best": 0.5, "best_step": 1}, "ties: first step"
+    summary = summarise_training([{"step": 5, "time/step_s": 1.5, "accuracy": 0.2}, {"step": 6, "time/step_s": 2.0}])
+    assert summary["total_time_s"] == 3.5 and summary["first_step"] == 5 and summary["last_step"] == 6
+    assert summary["metrics"]["reward/total"] is None
+    assert summary["metrics"]["accuracy"]["last"] == 0.2
+    assert summarise_training([{"step": 1}])["total_time_s"] is None
+
+
+def test_score_table_uses_largest_k_per_bench():
+    scores = [{"policy": "grpo", "bench": "b", "pass@1": 0.5, "pass@k": {"1": 0.5, "8": 0.9}, "maj@k": {"8": 0.6}},
+              {"policy": "zeta", "bench": "b", "pass@1": 0.1, "pass@k": {"4": 0.3}},
+              {"policy": "base", "bench": "b", "pass@1": 0.2}]
+    header, rows = score_table(scores)
+    assert header[:4] == ["policy", "b pass@1", "b pass@8", "b maj@8"]
+    assert [row[:4] for row in rows] == [["base", "0.200", "n/a", "n/a"], ["grpo", "0.500", "0.900", "0.600"],
+                                         ["zeta", "0.100", "n/a", "n/a"]], "unknown policies after grpo; missing k is n/a"
+
+
+@pytest.mark.parametrize("seconds, expected", [(25, "25.0 s"), (125.0, "125.0 s (2.1 min)"), (None, "n/a")])
+def test_fmt_duration(seconds, expected):
+    assert fmt_duration(seconds) == expected
+
+
+def test_markdown_escapes_pipes_in_cells():
+    markdown = render_markdown([Block("table", header=["name", "value"], rows=[["a|b", "1"]])])
+    assert parse_tables(markdown) == [[{"name": "a|b", "value": "1"}]]
+
+
+def test_module_docstring_examples():
+    result = doctest.testmod(report)
+    assert result.attempted >= 5 and result.failed == 0
