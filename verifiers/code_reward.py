@@ -21,11 +21,12 @@ Converters parse dataset asserts with ``ast`` and ``ast.literal_eval`` (never ``
 from __future__ import annotations
 
 import ast
-import functools
 import json
 import logging
 import os
 import re
+import threading
+from collections import OrderedDict
 from collections.abc import Sequence
 
 from verifiers.sandbox import (
@@ -91,11 +92,35 @@ def _allow_unsandboxed() -> bool:
     return os.environ.get(ALLOW_UNSANDBOXED_ENV, "") == "1"
 
 
-@functools.lru_cache(maxsize=2048)
-def _run_cached(source: str, tests_json: str, allow_unsandboxed: bool) -> tuple[float, bool]:
-    # code_tests and code_all_pass are usually both computed for each completion: one run.
-    result = run_program(source, json.loads(tests_json), DEFAULT_LIMITS, allow_unsandboxed=allow_unsandboxed)
-    return result.fraction_passed, result.all_passed
+class _ResultCache:
+    """(program, tests) -> (fraction passed, all passed), least recently used out first.
+
+    ``code_tests`` and ``code_all_pass`` are usually both computed for each completion, and a
+    trainer can fill the cache for a whole batch in parallel (``code_results_batch``) before
+    scoring sample by sample. Thread-safe: ``run_many`` workers may share it.
+    """
+
+    def __init__(self, max_entries: int):
+        self.max_entries = max_entries
+        self.entries: OrderedDict[tuple[str, str], tuple[float, bool]] = OrderedDict()
+        self.lock = threading.Lock()
+
+    def get(self, key: tuple[str, str]) -> tuple[float, bool] | None:
+        with self.lock:
+            if key in self.entries:
+                self.entries.move_to_end(key)
+                return self.entries[key]
+        return None
+
+    def put(self, key: tuple[str, str], result: SandboxResult) -> None:
+        with self.lock:
+            self.entries[key] = (result.fraction_passed, result.all_passed)
+            self.entries.move_to_end(key)
+            while len(self.entries) > self.max_entries:
+                self.entries.popitem(last=False)
+
+
+_RESULTS = _ResultCache(max_entries=4096)
 
 
 def _tests_json(example) -> str | None:
@@ -114,7 +139,12 @@ def _score(completion: str, example: dict) -> tuple[float, bool]:
     source = extract_program(completion)
     if tests_json is None or not source.strip():
         return 0.0, False
-    return _run_cached(source, tests_json, _allow_unsandboxed())
+    cached = _RESULTS.get((source, tests_json))
+    if cached is not None:
+        return cached
+    result = run_program(source, json.loads(tests_json), DEFAULT_LIMITS, allow_unsandboxed=_allow_unsandboxed())
+    _RESULTS.put((source, tests_json), result)
+    return result.fraction_passed, result.all_passed
 
 
 def code_tests_reward(completion: str, example: dict) -> float:
@@ -141,24 +171,27 @@ def code_results_batch(
     completions: Sequence[str],
     examples: Sequence[dict],
     num_workers: int | None = None,
-    limits: SandboxLimits = DEFAULT_LIMITS,
 ) -> list[SandboxResult | None]:
     """Sandbox results for many completions at once, in parallel (None where nothing ran).
 
-    For trainers that score a whole batch: ``result.fraction_passed`` is ``code_tests_reward``.
+    The results also fill the cache the rewards read, so a trainer can call this once per batch
+    and then score sample by sample (``verifiers.registry.score_batch``) without waiting on
+    one sandbox at a time. ``result.fraction_passed`` is ``code_tests_reward``.
 
     >>> code_results_batch(["<answer></answer>"], [{"tests": None}])
     [None]
     """
-    jobs, positions = [], []
+    keys, jobs, positions = [], [], []
     for position, (completion, example) in enumerate(zip(completions, examples, strict=True)):
         tests_json, source = _tests_json(example), extract_program(completion)
         if tests_json is not None and source.strip():
+            keys.append((source, tests_json))
             jobs.append((source, json.loads(tests_json)))
             positions.append(position)
     results: list[SandboxResult | None] = [None] * len(completions)
-    ran = run_many(jobs, num_workers, limits=limits, allow_unsandboxed=_allow_unsandboxed()) if jobs else []
-    for position, result in zip(positions, ran):
+    ran = run_many(jobs, num_workers, limits=DEFAULT_LIMITS, allow_unsandboxed=_allow_unsandboxed()) if jobs else []
+    for key, position, result in zip(keys, positions, ran):
+        _RESULTS.put(key, result)
         results[position] = result
     return results
 

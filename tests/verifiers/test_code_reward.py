@@ -171,3 +171,17 @@ def test_rewards_are_registered():
     ex = example({"kind": "call", "fn_name": "f", "cases": [{"args": [], "expected": 1}]})
     assert safe_reward("code_tests", "<answer>def f():\n    return 1</answer>", ex) == 1.0
     assert REWARDS["code_all_pass"]("<answer>def f():\n    return 2</answer>", ex) == 0.0
+
+
+def test_batch_fills_the_cache_the_rewards_read(monkeypatch):
+    import verifiers.code_reward as code_reward
+
+    ex = example({"kind": "call", "fn_name": "f", "cases": [{"args": [], "expected": 7}]})
+    completion = "<answer>def f():\n    return 7  # batch-cache test</answer>"
+    code_results_batch([completion], [ex])
+
+    def no_sandbox(*args, **kwargs):
+        raise AssertionError("the reward ran the sandbox again instead of reading the cache")
+
+    monkeypatch.setattr(code_reward, "run_program", no_sandbox)
+    assert code_tests_reward(completion, ex) == 1.0 and code_all_pass_reward(completion, ex) == 1.0
