@@ -1,0 +1,216 @@
+"""Cross-run comparison: path inference, tables parsed back from Markdown, deltas, errors."""
+from __future__ import annotations
+
+import json
+import re
+import shutil
+from pathlib import Path
+
+import pytest
+
+from stages import compare
+from stages.compare import compare_runs, delta_table, final_policy, identity_from_path, load_compare_scores
+
+RUNS = Path(__file__).resolve().parents[1] / "fixtures" / "report" / "runs"
+CURVE_FILES = ["accuracy_vs_step.png", "length_vs_step.png", "reward_vs_step.png"]
+
+
+def parse_tables(markdown: str) -> list[list[dict[str, str]]]:
+    """Every Markdown table as a list of {header: cell} rows."""
+    tables, lines = [], markdown.splitlines()
+    for index, line in enumerate(lines):
+        if line.startswith("|") and index + 1 < len(lines) and set(lines[index + 1].replace(" ", "")) <= set("|-") \
+                and (index == 0 or not lines[index - 1].startswith("|")):
+            header = [cell.strip() for cell in line.strip().split("|")[1:-1]]
+            rows = []
+            for row_line in lines[index + 2:]:
+                if not row_line.startswith("|"):
+                    break
+                rows.append(dict(zip(header, [c.strip() for c in row_line.strip().split("|")[1:-1]], strict=True)))
+            tables.append(rows)
+    return tables
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory) -> Path:
+    return compare_runs(str(RUNS), ["run_a", "run_b"], str(tmp_path_factory.mktemp("cmp") / "a_vs_b"))
+
+
+@pytest.mark.parametrize("path, expected, reason", [
+    ("results/r1/eval/grpo/countdown/scores.json", {"run": "r1", "policy": "grpo", "bench": "countdown"}, "run layout"),
+    ("/abs/results/r1/eval/sft/math/scores.json", {"run": "r1", "policy": "sft", "bench": "math"}, "absolute path"),
+    ("results/models/tiny/eval/math/scores.json", {"run": "base", "policy": "base", "bench": "math", "model": "tiny"},
+     "shared base layout"),
+    ("results/r1/eval/grpo/scores.json", {}, "a level missing"),
+    ("scores.json", {}, "no directories"),
+    ("results/r1/evaluation/grpo/countdown/scores.json", {}, "not an eval directory"),
+])
+def test_identity_from_path(path, expected, reason):
+    assert identity_from_path(path) == expected, reason
+
+
+@pytest.mark.parametrize("policies, expected, reason", [
+    (["base", "sft", "grpo"], "grpo", "grpo is the final policy"),
+    (["sft", "base"], "sft", "no grpo: the cold start"),
+    (["base", "ckpt_a", "ckpt_b"], "ckpt_b", "other names: the last by name"),
+    (["base"], None, "only the base"),
+])
+def test_final_policy(policies, expected, reason):
+    assert final_policy(policies) == expected, reason
+
+
+def test_compare_runs_writes_every_file(built):
+    assert sorted(p.name for p in built.iterdir()) == sorted(["compare.md", "compare.html", "meta.json", *CURVE_FILES])
+    for name in CURVE_FILES:
+        assert (built / name).read_bytes()[:4] == b"\x89PNG"
+
+
+def test_compare_table_rows(built):
+    table = parse_tables((built / "compare.md").read_text())[0]
+    assert [row["run/policy"] for row in table] == ["base", "run_a/sft", "run_a/grpo", "run_b/grpo"]
+    rows = {row["run/policy"]: row for row in table}
+    assert rows["base"] == {"run/policy": "base", "countdown pass@1": "0.125", "countdown pass@4": "0.375",
+                            "countdown maj@4": "0.250", "countdown mean length": "40.0", "math pass@1": "0.062",
+                            "math pass@4": "0.250", "math maj@4": "0.000", "math mean length": "45.0"}
+    assert rows["run_a/sft"]["countdown pass@1"] == "0.250", "sft file has no 'run' field: taken from its path"
+    assert rows["run_b/grpo"]["countdown mean length"] == "120.0"
+    assert rows["run_b/grpo"]["math pass@1"] == "n/a"
+
+
+def test_delta_of_final_policy_vs_base(built):
+    deltas = {row["run"]: row for row in parse_tables((built / "compare.md").read_text())[1]}
+    run_a, run_b = deltas["run_a"], deltas["run_b"]
+    # run_a grpo countdown: 0.5 - 0.125, 0.75 - 0.375, 0.5 - 0.25, 90 - 40.
+    assert (run_a["final policy"], run_a["countdown vs"]) == ("grpo", "base")
+    assert [run_a[f"countdown {name}"] for name in ("Δpass@1", "Δpass@4", "Δmaj@4", "Δmean length")] == \
+        ["+0.375", "+0.375", "+0.250", "+50.0"]
+    assert run_a["math Δpass@1"] == "+0.125" and run_a["math Δmean length"] == "+25.0"
+    assert run_b["countdown Δpass@1"] == "+0.250" and run_b["countdown Δmean length"] == "+80.0"
+    assert run_b["math vs"] == "n/a" and run_b["math Δpass@1"] == "n/a", "run_b has no math evaluation"
+
+
+def test_training_table(built):
+    training = {row["run"]: row for row in parse_tables((built / "compare.md").read_text())[2]}
+    assert training["run_a"] == {"run": "run_a", "steps": "10", "last reward": "1.000", "best reward": "1.200",
+                                 "last accuracy": "0.500", "best accuracy": "0.500", "total step time": "25.0 s"}
+    assert training["run_b"]["steps"] == "6" and training["run_b"]["last accuracy"] == "0.180"
+
+
+def test_html_and_meta(built):
+    page = (built / "compare.html").read_text()
+    sources = re.findall(r'src="([^"]*)"', page)
+    assert len(sources) == 3 and all(src.startswith("data:image/png;base64,") for src in sources)
+    assert "<td>run_b/grpo</td>" in page
+    meta = json.loads((built / "meta.json").read_text())
+    assert meta["stage"] == "compare" and meta["config"]["runs"] == ["run_a", "run_b"]
+    assert meta["config"]["results_dir"] == str(RUNS)
+    assert len(meta["inputs"]["scores"]) == 6 and len(meta["inputs"]["metrics"]) == 2
+
+
+def test_stage_main_matches_compare_runs(built, tmp_path):
+    scores = sorted(str(p) for p in RUNS.glob("**/scores.json"))
+    inputs = {"metrics": [str(RUNS / "run_a/grpo/metrics.jsonl"), str(RUNS / "run_b/grpo/metrics.jsonl")], "scores": scores}
+    out = tmp_path / "cmp"
+    compare.main({"runs": ["run_a", "run_b"], "title": "A vs B", "_runtime": {"threads": 1}}, inputs, {"report": str(out)})
+    markdown = (out / "compare.md").read_text()
+    assert markdown.startswith("# A vs B\n")
+    assert parse_tables(markdown) == parse_tables((built / "compare.md").read_text())
+
+
+def make_scores(root: Path, relative: str, pass_at_1: float, **fields) -> str:
+    path = root / relative
+    path.parent.mkdir(parents=True, exist_ok=True)
+    mean_length = 100 * pass_at_1 if isinstance(pass_at_1, float) else None
+    path.write_text(json.dumps({"pass@1": pass_at_1, "mean_length": mean_length, **fields}))
+    return str(path)
+
+
+def test_own_base_is_preferred_over_shared_base(tmp_path):
+    paths = [make_scores(tmp_path, "models/tiny/eval/cd/scores.json", 0.1),
+             make_scores(tmp_path, "r1/eval/base/cd/scores.json", 0.2),
+             make_scores(tmp_path, "r1/eval/grpo/cd/scores.json", 0.5),
+             make_scores(tmp_path, "r2/eval/sft/cd/scores.json", 0.3)]
+    header, rows = delta_table(load_compare_scores(paths, ["r1", "r2"]), ["r1", "r2"])
+    table = {row[0]: dict(zip(header, row)) for row in rows}
+    assert (table["r1"]["cd vs"], table["r1"]["cd Δpass@1"]) == ("r1/base", "+0.300"), "the run's own base"
+    assert (table["r2"]["final policy"], table["r2"]["cd vs"], table["r2"]["cd Δpass@1"]) == ("sft", "base", "+0.200")
+    assert table["r2"]["cd Δpass@k"] == "n/a", "no pass@k in these files"
+
+
+def test_several_base_models_are_labelled_and_not_guessed(tmp_path):
+    paths = [make_scores(tmp_path, "models/tiny/eval/cd/scores.json", 0.1),
+             make_scores(tmp_path, "models/qwen/eval/cd/scores.json", 0.4),
+             make_scores(tmp_path, "r1/eval/grpo/cd/scores.json", 0.5)]
+    scores = load_compare_scores(paths, ["r1"])
+    assert sorted(s["policy"] for s in scores if s["run"] == "base") == ["base:qwen", "base:tiny"]
+    header, rows = compare.compare_table(scores, ["r1"])
+    assert [row[0] for row in rows] == ["base:qwen", "base:tiny", "r1/grpo"]
+    delta_header, (delta_row,) = delta_table(scores, ["r1"])
+    delta = dict(zip(delta_header, delta_row))
+    assert delta["cd vs"] == "n/a" and delta["cd Δpass@1"] == "n/a", "which base r1 started from is unknown"
+
+
+def test_fields_in_the_file_override_the_path(tmp_path):
+    path = make_scores(tmp_path, "r1/eval/grpo/cd/scores.json", 0.5, run="r2", policy="grpo_v2", bench="countdown")
+    (scores,) = load_compare_scores([path], ["r1", "r2"])
+    assert (scores["run"], scores["policy"], scores["bench"]) == ("r2", "grpo_v2", "countdown")
+
+
+@pytest.mark.parametrize("runs, make, match, reason", [
+    (["r1"], lambda root: [make_scores(root, "r9/eval/grpo/cd/scores.json", 0.5)],
+     r"belongs to run 'r9', which is not among the runs compared \['r1'\]", "a run not asked for"),
+    (["r1"], lambda root: [make_scores(root, "loose/scores.json", 0.5, policy="grpo", bench="cd")],
+     r"loose/scores\.json: no 'run' field, and the path matches neither", "no run field, unknown layout"),
+    (["r1"], lambda root: [make_scores(root, "r1/eval/grpo/cd/scores.json", 0.5),
+                           make_scores(root, "copy/scores.json", 0.6, run="r1", policy="grpo", bench="cd")],
+     r"two scores files for run='r1', policy='grpo', bench='cd'", "duplicate"),
+    (["r1"], lambda root: [make_scores(root, "r1/eval/grpo/cd/scores.json", None)],
+     r"field 'pass@1' must be a number", "no score"),
+])
+def test_bad_scores_stop_and_write_nothing(tmp_path, runs, make, match, reason):
+    out = tmp_path / "out" / "cmp"
+    with pytest.raises(ValueError, match=match):
+        compare.main({"runs": runs}, {"scores": make(tmp_path / "in")}, {"report": str(out)})
+    assert not out.parent.exists(), reason
+
+
+@pytest.mark.parametrize("config, inputs, match, reason", [
+    ({"runs": ["a", "b"]}, {"metrics": [str(RUNS / "run_a/grpo/metrics.jsonl")]}, r"1 'metrics' inputs for 2 runs", "count"),
+    ({"runs": []}, {}, r"compare config: runs: List should have at least 1 item", "no runs"),
+    ({"runs": ["a", "a"]}, {}, r"runs listed twice: \['a'\]", "duplicate run"),
+    ({"runs": ["base"]}, {}, r"may not be called 'base'", "reserved name"),
+    ({"runs": ["a"], "title": "t", "extra": 1}, {}, r"compare config: extra", "unknown key"),
+])
+def test_config_and_input_errors(tmp_path, config, inputs, match, reason):
+    with pytest.raises(ValueError, match=match):
+        compare.main(config, inputs, {"report": str(tmp_path / "cmp")})
+    assert not (tmp_path / "cmp").exists(), reason
+
+
+def test_bad_metrics_line_names_file_and_line(tmp_path):
+    results = tmp_path / "results"
+    shutil.copytree(RUNS / "run_b", results / "run_b")
+    metrics = results / "run_b/grpo/metrics.jsonl"
+    metrics.write_text(metrics.read_text() + '{"step": 7, \n')
+    with pytest.raises(ValueError, match=r"run_b/grpo/metrics\.jsonl:7: not valid JSON"):
+        compare_runs(str(results), ["run_b"], str(tmp_path / "out"))
+    assert not (tmp_path / "out").exists()
+
+
+def test_run_with_nothing_found_names_run_and_paths(tmp_path):
+    results = tmp_path / "results"
+    shutil.copytree(RUNS / "run_b", results / "run_b")
+    with pytest.raises(FileNotFoundError, match=r"run 'missing': nothing found; looked for .*missing/grpo/metrics\.jsonl "
+                                                r"and .*missing/eval/\*/\*/scores\.json"):
+        compare_runs(str(results), ["run_b", "missing"], str(tmp_path / "out"))
+    assert not (tmp_path / "out").exists()
+
+
+def test_run_with_scores_but_no_metrics_is_compared(tmp_path):
+    results = tmp_path / "results"
+    make_scores(results, "r1/eval/grpo/cd/scores.json", 0.5)
+    data = compare.read_compare_inputs(["r1"], {"r1": compare.find_run_files(results, "r1")[0]},
+                                       compare.find_run_files(results, "r1")[1])
+    assert data.metrics_by_run == {"r1": None}
+    header, rows = compare.training_table(data.metrics_by_run)
+    assert rows == [["r1"] + ["n/a"] * (len(header) - 1)]
