@@ -3,7 +3,8 @@
 ``python -m stages.compare --config CFG.json --input metrics=results/a/grpo/metrics.jsonl
 --input metrics=results/b/grpo/metrics.jsonl --input scores=... --output report=results/compare/a_vs_b``
 
-config: ``{"runs": [names], "title": str (optional)}``. inputs: ``metrics`` (one metrics.jsonl
+config: ``{"runs": [names], "title": str, "name": str}`` (title and name optional; the name of
+the comparison, as in ``results/compare/{name}``, goes into the default title). inputs: ``metrics`` (one metrics.jsonl
 per run, in the order of ``runs``; may be left out), ``scores`` (scores.json files of any of the
 runs and of the shared base). Each scores file is grouped by its ``run`` field; without one the
 run (and a missing policy or bench) is read from the path:
@@ -48,6 +49,7 @@ class CompareConfig(BaseModel):
 
     runs: list[str] = Field(min_length=1)
     title: str | None = None
+    name: str | None = None  # the comparison's name (results/compare/{name})
 
 
 # ----------------------------------------------------------------------------- scores
@@ -80,7 +82,8 @@ def load_compare_scores(paths: Sequence[str], runs: Sequence[str]) -> list[dict]
             if scores.get(name) is None:
                 if name not in from_path:
                     raise ValueError(f"{path}: no {name!r} field, and the path matches neither "
-                                     "results/{run}/eval/{policy}/{bench}/scores.json nor results/models/{base}/eval/{bench}/scores.json")
+                                     "results/{run}/eval/{policy}/{bench}/scores.json nor "
+                                     "results/models/{base}/eval/{bench}/scores.json")
                 scores[name] = from_path[name]
         scores["_model"] = from_path.get("model")
         if scores["run"] not in runs and scores["run"] != SHARED_BASE_RUN:
@@ -270,8 +273,8 @@ def write_compare(out_dir: str | Path, title: str, data: CompareInputs, *, confi
     return Path(out_dir)
 
 
-def _default_title(runs: Sequence[str]) -> str:
-    return f"R1-Zero comparison: {', '.join(runs)}"
+def _default_title(runs: Sequence[str], name: str | None = None) -> str:
+    return f"R1-Zero comparison{f' {name!r}' if name else ''}: {', '.join(runs)}"
 
 
 def _check_runs(runs: Sequence[str]) -> None:
@@ -294,7 +297,7 @@ def main(config: dict, inputs: dict, outputs: dict) -> None:
                          "give one metrics.jsonl per run, in the order of config 'runs'")
     by_run = dict(zip(cfg.runs, metrics_paths)) if metrics_paths else {run: None for run in cfg.runs}
     data = read_compare_inputs(cfg.runs, by_run, as_path_list(inputs.get("scores")))
-    write_compare(outputs["report"], cfg.title or _default_title(cfg.runs), data,
+    write_compare(outputs["report"], cfg.title or _default_title(cfg.runs, cfg.name), data,
                   config=config, inputs=inputs, started_at=started_at)
 
 

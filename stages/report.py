@@ -3,8 +3,9 @@
 ``python -m stages.report --config CFG.json --input metrics=results/R/grpo/metrics.jsonl
 --input scores=results/R/eval/base/countdown/scores.json --input scores=... --output report=results/R/report``
 
-config: ``{"run": name, "title": str (optional), "formats": ["md", "html"]}`` (Markdown is always
-written; ``html`` adds ``report.html``). inputs: ``metrics`` (GRPO metrics.jsonl), ``sft_metrics``
+config: ``{"run": name, "title": str, "formats": ["md", "html"]}``, all optional (Markdown is
+always written; ``html`` adds ``report.html``; without ``run`` the run is the name of the
+directory above the output, as in ``results/{run}/report``, so one config snapshot serves every run). inputs: ``metrics`` (GRPO metrics.jsonl), ``sft_metrics``
 (optional SFT loss log), ``scores`` (one or more scores.json). The output directory holds
 ``report.md``, ``report.html``, ``reward_vs_step.png``, ``length_vs_step.png``,
 ``eval_accuracy.png`` (and ``sft_loss_vs_step.png`` with an SFT log) and ``meta.json``.
@@ -47,7 +48,7 @@ SUMMARY_METRICS = ("reward/total", "accuracy")
 class ReportConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    run: str
+    run: str | None = None  # None: read from the output path results/{run}/report
     title: str | None = None
     formats: list[Literal["md", "html"]] = ["md", "html"]
 
@@ -131,19 +132,21 @@ def check_unique_scores(scored: list[tuple[str, dict]], key_fields: Sequence[str
 # ----------------------------------------------------------------------------- summaries
 
 def metric_series(records: Sequence[dict], key: str) -> plots.Series:
-    """(steps, values) of ``key`` over the records that carry it as a finite number.
+    """(steps, values) of ``key`` over the records that carry it as a finite number, in step
+    order, one value per step (the last logged).
 
     Example:
         >>> metric_series([{"step": 1, "kl": 0.1}, {"step": 2}, {"step": 3, "kl": None}, {"step": 4, "kl": 0.3}], "kl")
         ([1, 4], [0.1, 0.3])
     """
-    steps, values = [], []
+    by_step: dict[float, float] = {}
     for record in records:
         value = record.get(key)
         if _is_number(value):
-            steps.append(record["step"])
-            values.append(float(value))
-    return steps, values
+            # A run resumed from a checkpoint may log a step twice: the later record wins.
+            by_step[record["step"]] = float(value)
+    steps = sorted(by_step)
+    return steps, [by_step[step] for step in steps]
 
 
 def first_last_best(series: plots.Series, best: Literal["max", "min"] = "max") -> dict | None:
@@ -164,13 +167,14 @@ def first_last_best(series: plots.Series, best: Literal["max", "min"] = "max") -
 def summarise_training(records: Sequence[dict]) -> dict:
     """Steps, total time and first/last/best of reward and accuracy over a GRPO metrics log.
 
-    Total time is the sum of ``time/step_s`` (None when no record has it).
+    Total time is the sum of ``time/step_s`` over distinct steps (None when no record has it).
     """
     step_times = metric_series(records, "time/step_s")[1]
+    steps = [record["step"] for record in records]
     return {
         "num_records": len(records),
-        "first_step": records[0]["step"],
-        "last_step": records[-1]["step"],
+        "first_step": min(steps),
+        "last_step": max(steps),
         "total_time_s": sum(step_times) if step_times else None,
         "metrics": {key: first_last_best(metric_series(records, key)) for key in SUMMARY_METRICS},
     }
@@ -435,6 +439,8 @@ def main(config: dict, inputs: dict, outputs: dict) -> None:
     cfg = parse_config(config, ReportConfig, "report")
     if "report" not in outputs:
         raise ValueError("report: output 'report' (the report directory) is required")
+    if cfg.run is None:
+        cfg = cfg.model_copy(update={"run": Path(outputs["report"]).resolve().parent.name})
     data = read_report_inputs(inputs)
     title = cfg.title or f"R1-Zero run report: {cfg.run}"
     blocks = report_blocks(cfg, title, data)

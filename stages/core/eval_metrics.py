@@ -120,7 +120,8 @@ def _group_by_prompt(samples: Sequence[dict]) -> dict[Any, list[dict]]:
     for row_number, row in enumerate(samples):
         missing = [name for name in REQUIRED_SAMPLE_FIELDS if name not in row]
         if missing:
-            raise ValueError(f"summarise_samples: sample {row_number} (prompt_id={row.get('prompt_id')!r}) is missing field(s) {missing}")
+            raise ValueError(f"summarise_samples: sample {row_number} (prompt_id={row.get('prompt_id')!r}) "
+                             f"is missing field(s) {missing}")
         key = (row["prompt_id"], row["sample_index"])
         if key in seen:
             raise ValueError(f"summarise_samples: sample {row_number}: duplicate prompt_id={key[0]!r} sample_index={key[1]!r}")
@@ -163,16 +164,18 @@ def summarise_samples(samples: Sequence[dict], ks: Sequence[int]) -> dict:
         raise ValueError("summarise_samples: no samples")
     groups = _group_by_prompt(samples)
     min_per_prompt = min(len(rows) for rows in groups.values())
-    usable_ks = [k for k in _validated_ks(ks) if k <= min_per_prompt]
-    skipped = {str(k): f"needs {k} samples per prompt, have {min_per_prompt}" for k in _validated_ks(ks) if k > min_per_prompt}
+    all_ks = _validated_ks(ks)
+    usable_ks = [k for k in all_ks if k <= min_per_prompt]
+    skipped = {str(k): f"needs {k} samples per prompt, have {min_per_prompt}" for k in all_ks if k > min_per_prompt}
 
+    answers_by_prompt = [[row["answer"] for row in rows] for rows in groups.values()]  # in sampling order
+    correct_by_prompt = [[bool(row["correct"]) for row in rows] for rows in groups.values()]
     pass_k: dict[str, float] = {}
     maj_k: dict[str, float] = {}
     for k in usable_ks:
-        per_prompt_pass = [pass_at_k(len(rows), sum(bool(r["correct"]) for r in rows), k) for rows in groups.values()]
-        per_prompt_maj = [maj_at_k([r["answer"] for r in rows], [bool(r["correct"]) for r in rows], k) for rows in groups.values()]
-        pass_k[str(k)] = float(np.mean(per_prompt_pass))
-        maj_k[str(k)] = float(np.mean(per_prompt_maj))
+        pass_k[str(k)] = float(np.mean([pass_at_k(len(verdicts), sum(verdicts), k) for verdicts in correct_by_prompt]))
+        maj_k[str(k)] = float(np.mean([maj_at_k(answers, verdicts, k)
+                                       for answers, verdicts in zip(answers_by_prompt, correct_by_prompt)]))
 
     lengths_correct = [row["num_tokens"] for row in samples if row["correct"]]
     lengths_incorrect = [row["num_tokens"] for row in samples if not row["correct"]]

@@ -117,6 +117,13 @@ def test_stage_main_matches_compare_runs(built, tmp_path):
     assert parse_tables(markdown) == parse_tables((built / "compare.md").read_text())
 
 
+def test_workflow_snapshot_with_name_is_accepted():
+    # pipeline/config.py writes {"name": ..., "runs": [...]} as the compare snapshot.
+    cfg = compare.parse_config({"name": "all", "runs": ["a", "b"]}, compare.CompareConfig, "compare")
+    assert (cfg.name, cfg.runs, cfg.title) == ("all", ["a", "b"], None)
+    assert compare._default_title(cfg.runs, cfg.name) == "R1-Zero comparison 'all': a, b"
+
+
 def make_scores(root: Path, relative: str, pass_at_1: float, **fields) -> str:
     path = root / relative
     path.parent.mkdir(parents=True, exist_ok=True)

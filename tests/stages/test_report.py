@@ -115,9 +115,10 @@ def test_meta_records_provenance(built):
 
 
 def test_cli_markdown_only_without_scores_or_sft(tmp_path):
+    # The workflow's snapshot has no run name: the run comes from results/{run}/report.
     config = tmp_path / "config.json"
-    config.write_text(json.dumps({"run": "run_b", "formats": ["md"]}))
-    out = tmp_path / "out"
+    config.write_text(json.dumps({"formats": ["md"]}))
+    out = tmp_path / "run_b" / "report"
     run_stage(report.main, ["--config", str(config), "--input", f"metrics={RUNS / 'run_b/grpo/metrics.jsonl'}",
                             "--output", f"report={out}"])
     assert sorted(p.name for p in out.iterdir()) == sorted(["report.md", "meta.json", *PLOTS])
@@ -193,7 +194,7 @@ def test_duplicate_policy_and_bench_names_both_files(tmp_path):
 
 @pytest.mark.parametrize("config, inputs, match, reason", [
     ({"run": "r", "formats": ["pdf"]}, None, r"report config: formats\.0", "unknown format"),
-    ({"formats": ["md"]}, None, r"report config: run: Field required", "run missing"),
+    ({"run": 5}, None, r"report config: run: Input should be a valid string", "run not a name"),
     ({"run": "r", "colour": "red"}, None, r"report config: colour: Extra inputs", "typo in a key"),
     ({"run": "r"}, {}, r"input 'metrics' .* is required", "no metrics"),
     ({"run": "r"}, {"metrics": ["a.jsonl", "b.jsonl"]}, r"'metrics' takes one file", "two metrics files"),
@@ -215,6 +216,9 @@ def test_runtime_keys_in_config_are_ignored(tmp_path):
     ([{"step": 1, "kl": None}, {"step": 2, "kl": 0.2}], ([2], [0.2]), "None skipped"),
     ([{"step": 1, "kl": float("nan")}, {"step": 2, "kl": 3}], ([2], [3.0]), "NaN skipped, int becomes float"),
     ([{"step": 1, "kl": True}], ([], []), "a bool is not a metric value"),
+    ([{"step": 1, "kl": 0.1}, {"step": 2, "kl": 0.2}, {"step": 2, "kl": 0.5}], ([1, 2], [0.1, 0.5]),
+     "a step logged twice (resumed run): the later record wins"),
+    ([{"step": 3, "kl": 0.3}, {"step": 1, "kl": 0.1}], ([1, 3], [0.1, 0.3]), "sorted by step"),
 ])
 def test_metric_series(records, expected, reason):
     assert metric_series(records, "kl") == expected, reason
