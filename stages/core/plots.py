@@ -133,14 +133,14 @@ def plot_length_clipped(path: str | os.PathLike, mean_length: Series, clipped_ra
     has_length = _draw_smoothed(length_axis, mean_length, "completions/mean_length", "C0")
     length_axis.set_ylabel("mean completion length (tokens)", color="C0")
     length_axis.set_xlabel("step")
-    steps, ratios = clipped_ratio
     ratio_axis = length_axis.twinx()
-    if len(steps):
-        ratio_axis.plot(steps, ratios, color="C3", linewidth=1, linestyle="--", label="completions/clipped_ratio")
+    has_ratio = len(clipped_ratio[0]) > 0
+    if has_ratio:  # no second "no data" note over the length curve
+        _draw_smoothed(ratio_axis, clipped_ratio, "completions/clipped_ratio", "C3")
         ratio_axis.set_ylim(-0.02, 1.02)
     ratio_axis.set_ylabel("clipped ratio", color="C3")
-    handles = length_axis.get_legend_handles_labels()[0] + ratio_axis.get_legend_handles_labels()[0]
-    if handles and (has_length or len(steps)):
+    if has_length or has_ratio:
+        handles = length_axis.get_legend_handles_labels()[0] + ratio_axis.get_legend_handles_labels()[0]
         length_axis.legend(handles=handles, loc="best")
     if title:
         length_axis.set_title(title)

@@ -12,6 +12,7 @@ import pytest
 
 from pipeline.stage_cli import run_stage
 from stages import report
+from stages.core import plots
 from stages.report import (Block, first_last_best, fmt_duration, metric_series, render_markdown, score_table,
                            summarise_training)
 
@@ -258,3 +259,38 @@ def test_markdown_escapes_pipes_in_cells():
 def test_module_docstring_examples():
     result = doctest.testmod(report)
     assert result.attempted >= 5 and result.failed == 0
+
+
+@pytest.mark.parametrize("values, window, expected, reason", [
+    ([1.0, 2.0, 3.0, 4.0], 2, [1.0, 1.5, 2.5, 3.5], "pairs; the first point is its own mean"),
+    ([4.0, 0.0, 2.0], 1, [4.0, 0.0, 2.0], "window 1 is the identity"),
+    ([3.0, 6.0], 10, [3.0, 4.5], "window longer than the series: running mean"),
+    ([], 3, [], "empty"),
+])
+def test_moving_average(values, window, expected, reason):
+    assert plots.moving_average(values, window) == pytest.approx(expected), reason
+
+
+@pytest.mark.parametrize("num_points, expected", [(0, 1), (39, 1), (40, 2), (200, 10), (1000, 50), (10**6, 50)])
+def test_smoothing_window_is_light(num_points, expected):
+    assert plots.smoothing_window(num_points) == expected
+
+
+def test_plots_docstring_examples():
+    result = doctest.testmod(plots)
+    assert result.attempted >= 5 and result.failed == 0
+
+
+def test_plots_never_touch_pyplot(tmp_path):
+    # A fresh interpreter: other tests in this process may have imported pyplot themselves.
+    import subprocess
+    import sys
+
+    script = ("import sys; from stages.core import plots; "
+              f"plots.plot_overlaid({str(tmp_path / 'x.png')!r}, {{'a': ([1, 2], [0.1, 0.2]), 'b': ([], [])}}, ylabel='y'); "
+              "print('matplotlib.pyplot' in sys.modules)")
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60,
+                            cwd=Path(__file__).resolve().parents[2])
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "False"
+    assert png_size(tmp_path / "x.png") == (800, 450)
