@@ -24,7 +24,7 @@ import logging
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Iterable, Sequence
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -94,7 +94,7 @@ def load_compare_scores(paths: Sequence[str], runs: Sequence[str]) -> list[dict]
     return [scores for _, scores in scored]
 
 
-def _name_shared_bases(score_iter) -> None:
+def _name_shared_bases(score_iter: Iterable[dict]) -> None:
     """With several base models under results/models/, label each base row by its model."""
     shared = [s for s in score_iter if s["run"] == SHARED_BASE_RUN and s["_model"]]
     if len({s["_model"] for s in shared}) > 1:
