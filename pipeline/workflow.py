@@ -46,7 +46,7 @@ class Paths:
 
     def grpo_scratch(self, run: str) -> str:
         # Beside the declared outputs, never inside: Snakemake deletes outputs before a rerun.
-        return f"{self.results}/{run}/grpo_scratch"
+        return f"{self.results}/{run}/grpo"
 
     def run_eval(self, run: str, policy: str, bench: str, name: str) -> str:
         return f"{self.results}/{run}/eval/{policy}/{bench}/{name}"

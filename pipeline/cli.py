@@ -1,0 +1,110 @@
+"""The ``r1zero`` command line.
+
+    r1zero run [SNAKEMAKE ARGS...]        the workflow (snakemake --cores N ...), default config unless --configfile
+    r1zero check-config FILE.yaml         validate a config and print the stages it defines
+    r1zero compare RUN [RUN...]           put finished runs side by side (table + overlaid curves)
+    r1zero verify FILE.jsonl [--json]     audit the math verifier on {gold, pred[, equal]} rows
+    r1zero sandbox PROGRAM.py --tests T   run one program in the sandbox, print per-test verdicts
+    r1zero algorithms                     list estimators, aggregations, KL estimators, presets
+
+Commands that need ML code reach ``stages`` by module name at run time (as the rules do
+through the shell), so ``pipeline`` itself imports nothing from ``stages``.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from pipeline.config import ConfigError, load_config, stage_snapshots
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+def cmd_run(args: argparse.Namespace, extra: list[str]) -> int:
+    command = [sys.executable, "-m", "snakemake", "--snakefile", str(REPO_ROOT / "Snakefile")]
+    if not any(a.startswith("--cores") or a == "-c" or a.startswith("-c") for a in extra):
+        command += ["--cores", str(os.cpu_count() or 1)]
+    return subprocess.call(command + extra, cwd=REPO_ROOT)
+
+
+def cmd_check_config(args: argparse.Namespace, extra: list[str]) -> int:
+    try:
+        cfg = load_config(args.config)
+    except ConfigError as error:
+        print(error, file=sys.stderr)
+        return 2
+    print(f"{args.config}: valid")
+    for key in stage_snapshots(cfg):
+        print(f"  {key}")
+    return 0
+
+
+def cmd_compare(args: argparse.Namespace, extra: list[str]) -> int:
+    compare = importlib.import_module("stages.compare")
+    out = args.out or f"{args.results}/compare/{'_vs_'.join(args.runs)}"
+    try:
+        path = compare.compare_runs(args.results, args.runs, out)
+    except (FileNotFoundError, ValueError) as error:
+        print(f"r1zero compare: {error}", file=sys.stderr)
+        return 2
+    print(f"comparison written to {path}")
+    return 0
+
+
+def cmd_verify(args: argparse.Namespace, extra: list[str]) -> int:
+    from verifiers.verify_cli import main as verify_main
+
+    return verify_main([args.file] + (["--json"] if args.json else []) + extra)
+
+
+def cmd_sandbox(args: argparse.Namespace, extra: list[str]) -> int:
+    from verifiers.sandbox import sandbox_main
+
+    return sandbox_main([args.program, "--tests", args.tests] + extra)
+
+
+def cmd_algorithms(args: argparse.Namespace, extra: list[str]) -> int:
+    print(importlib.import_module("stages.core.algorithms").describe_algorithms())
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="r1zero", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+    run = sub.add_parser("run", help="run the workflow; other arguments go to snakemake")
+    run.set_defaults(func=cmd_run)
+    check = sub.add_parser("check-config", help="validate a config file")
+    check.add_argument("config")
+    check.set_defaults(func=cmd_check_config)
+    compare = sub.add_parser("compare", help="compare finished runs")
+    compare.add_argument("runs", nargs="+", metavar="RUN")
+    compare.add_argument("--results", default="results", help="results directory (default: results)")
+    compare.add_argument("--out", default=None, help="output directory (default: results/compare/RUN1_vs_RUN2)")
+    compare.set_defaults(func=cmd_compare)
+    verify = sub.add_parser("verify", help="audit the math verifier on a JSONL file")
+    verify.add_argument("file")
+    verify.add_argument("--json", action="store_true")
+    verify.set_defaults(func=cmd_verify)
+    sandbox = sub.add_parser("sandbox", help="run a program against tests in the sandbox")
+    sandbox.add_argument("program")
+    sandbox.add_argument("--tests", required=True)
+    sandbox.set_defaults(func=cmd_sandbox)
+    algorithms = sub.add_parser("algorithms", help="list RL objective variants and presets")
+    algorithms.set_defaults(func=cmd_algorithms)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args, extra = build_parser().parse_known_args(argv)
+    if extra and args.command not in ("run", "verify", "sandbox"):
+        print(f"r1zero {args.command}: unexpected arguments: {' '.join(extra)}", file=sys.stderr)
+        return 2
+    return args.func(args, extra)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
