@@ -129,18 +129,21 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--num-heads", type=int, default=4)
     parser.add_argument("--repeats", type=int, default=2, help="timed generate calls; the best is kept")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--threads", type=int, default=os.cpu_count(), help="OMP_NUM_THREADS for both backends")
     parser.add_argument("--json-out", help=argparse.SUPPRESS)  # set by the driver for its subprocesses
     parser.add_argument("--model-dir", help=argparse.SUPPRESS)
     return parser.parse_args(argv)
 
 
-def run_one_backend(backend_name: str, model_dir: str, argv: list[str]) -> dict:
+def run_one_backend(backend_name: str, model_dir: str, argv: list[str], threads: int) -> dict:
     """Measure one backend in a fresh interpreter and return its row."""
     with tempfile.TemporaryDirectory() as scratch:
         json_path = os.path.join(scratch, "row.json")
         command = [sys.executable, __file__, *argv, "--backends", backend_name,
                    "--model-dir", model_dir, "--json-out", json_path]
-        subprocess.run(command, check=True, cwd=REPO_ROOT)
+        # Same CPU threads for both: vLLM otherwise drops torch to one thread "for serving".
+        env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
+        subprocess.run(command, check=True, cwd=REPO_ROOT, env=env)
         return json.loads(Path(json_path).read_text())
 
 
@@ -155,9 +158,9 @@ def main(argv: list[str] | None = None) -> None:
         build_model_dir(model_dir, hidden_size=args.hidden_size, num_layers=args.num_layers,
                         num_heads=args.num_heads, seed=args.seed)
         passthrough = _drop_option_values(argv, "--backends")
-        rows = [run_one_backend(name, model_dir, passthrough) for name in args.backends.split(",")]
+        rows = [run_one_backend(name, model_dir, passthrough, args.threads) for name in args.backends.split(",")]
     settings = (f"{args.num_prompts} prompts x G={args.group_size}, {PROMPT_LENGTH_CHARS}-token prompts, "
-                f"max_new_tokens={args.max_new_tokens}, temperature 1.0, float32; model: Qwen2, hidden "
+                f"max_new_tokens={args.max_new_tokens}, temperature 1.0, float32, {args.threads} CPU threads; model: Qwen2, hidden "
                 f"{args.hidden_size}, {args.num_layers} layers, {args.num_heads} heads, vocab 256, random weights")
     print(settings)
     print(markdown_table(rows))

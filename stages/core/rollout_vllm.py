@@ -30,7 +30,8 @@ sets) that is exactly the trainer's log_softmax(logits / T). The default ``raw_l
 log_softmax(logits) before the temperature, which is wrong for any T != 1. With ``top_p < 1``
 the processed values are renormalised over the nucleus, so the backend re-scores the sampled
 tokens with a prefill pass (prompt log-probs, which vLLM computes without a temperature); that
-is exact for T == 1 and impossible for T != 1, which is refused with a message.
+is exact for T == 1 and impossible for T != 1, which is refused with a message. Greedy decoding
+(temperature 0, for evaluation) returns log_softmax(logits), like the ``hf`` backend.
 
 Example:
     >>> backend = VLLMBackend("results/models/tiny", tokenizer)          # doctest: +SKIP
@@ -45,6 +46,7 @@ import gc
 import logging
 import os
 from collections.abc import Iterable
+from dataclasses import replace
 from typing import Any
 
 import torch
@@ -192,7 +194,9 @@ class VLLMBackend:
                 use_tqdm=False,
             )
             groups = [[self._completion(sample) for sample in output.outputs] for output in outputs]
-            if settings.top_p < 1.0:
+            if settings.temperature < GREEDY_TEMPERATURE:  # vLLM samples greedy requests once (n=1)
+                groups = [[_copy(group[0]) for _ in range(settings.num_samples)] for group in groups]
+            if settings.top_p < 1.0 and settings.temperature >= GREEDY_TEMPERATURE:
                 self._rescore_untruncated(prompt_token_ids, groups)
         finally:
             if self.sleep_mode:
@@ -209,16 +213,19 @@ class VLLMBackend:
             >>> backend.score([[1, 2, 3]], [[4, 5]])  # doctest: +SKIP
             [[-5.52, -5.61]]
         """
-        from vllm import SamplingParams
-
         self._wake({"weights", "kv_cache"})
         try:
-            params = SamplingParams(max_tokens=1, temperature=1.0, prompt_logprobs=0, detokenize=False)
-            requests = [{"prompt_token_ids": list(p) + list(c)} for p, c in zip(prompt_token_ids, completion_token_ids)]
-            outputs = self._llm.generate(requests, params, use_tqdm=False)
+            return self._score_awake(prompt_token_ids, completion_token_ids)
         finally:
             if self.sleep_mode:
                 self._sleep()
+
+    def _score_awake(self, prompt_token_ids: list[list[int]], completion_token_ids: list[list[int]]) -> list[list[float]]:
+        from vllm import SamplingParams
+
+        params = SamplingParams(max_tokens=1, temperature=1.0, prompt_logprobs=0, detokenize=False)
+        requests = [{"prompt_token_ids": list(p) + list(c)} for p, c in zip(prompt_token_ids, completion_token_ids)]
+        outputs = self._llm.generate(requests, params, use_tqdm=False)
         return [
             _prompt_logprobs_of(output.prompt_logprobs, list(prompt), list(completion))
             for output, prompt, completion in zip(outputs, prompt_token_ids, completion_token_ids)
@@ -241,7 +248,7 @@ class VLLMBackend:
     def _rescore_untruncated(self, prompt_token_ids: list[list[int]], groups: list[list[Completion]]) -> None:
         """Replace nucleus-renormalised log-probs by full-softmax ones (temperature 1 only)."""
         pairs = [(prompt, c) for prompt, group in zip(prompt_token_ids, groups) for c in group if c.token_ids]
-        scored = self.score([p for p, _ in pairs], [c.token_ids for _, c in pairs])
+        scored = self._score_awake([p for p, _ in pairs], [c.token_ids for _, c in pairs])
         for (_, completion), logprobs in zip(pairs, scored):
             completion.logprobs = logprobs
 
@@ -344,9 +351,9 @@ def _create_engine(
 
 
 def _check_settings(settings: SamplingSettings) -> None:
-    if settings.temperature < GREEDY_TEMPERATURE:
-        raise ValueError("rollout temperature must be > 0 for GRPO sampling; got %r" % settings.temperature)
-    if settings.top_p < 1.0 and settings.temperature != 1.0:
+    # Greedy (temperature 0) is fine: vLLM then returns log_softmax(logits), as the hf backend does.
+    sampling = settings.temperature >= GREEDY_TEMPERATURE
+    if sampling and settings.top_p < 1.0 and settings.temperature != 1.0:
         raise ValueError(
             "vllm backend: top_p < 1 needs temperature 1.0: vLLM 0.32 returns either untempered or "
             "nucleus-renormalised log-probs, and the trainer needs log_softmax(logits / T). "
@@ -360,8 +367,9 @@ def _sampling_params(settings: SamplingSettings, prompt_index: int) -> Any:
     # vLLM seeds the G samples of a request with seed, seed + 1, ..., seed + G - 1; spacing the
     # prompts G apart keeps every sample of the batch on its own random stream.
     seed = None if settings.seed is None else settings.seed + prompt_index * settings.num_samples
+    greedy = settings.temperature < GREEDY_TEMPERATURE
     return SamplingParams(
-        n=settings.num_samples,
+        n=1 if greedy else settings.num_samples,  # vLLM refuses n > 1 with greedy decoding
         temperature=settings.temperature,
         top_p=settings.top_p,
         max_tokens=settings.max_new_tokens,
@@ -370,6 +378,11 @@ def _sampling_params(settings: SamplingSettings, prompt_index: int) -> Any:
         seed=seed,
         logprobs=0,  # 0: only the sampled token's log-prob
     )
+
+
+def _copy(completion: Completion) -> Completion:
+    return replace(completion, token_ids=list(completion.token_ids), logprobs=list(completion.logprobs),
+                   meta=dict(completion.meta))
 
 
 def _prompt_logprobs_of(prompt_logprobs: list[Any], prompt: list[int], completion: list[int]) -> list[float]:

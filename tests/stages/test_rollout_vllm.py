@@ -226,6 +226,21 @@ def test_sampled_logprobs_are_the_trainers_tempered_logprobs(backend, policy, te
 
 
 @pytest.mark.vllm
+def test_greedy_decoding_returns_untempered_logprobs(backend, policy):
+    # Evaluation decodes greedily (temperature 0): every sample is the argmax path, and its
+    # log-probs are log_softmax(logits), the hf backend's definition for greedy.
+    settings = SamplingSettings(num_samples=2, max_new_tokens=12, temperature=0.0)
+    first, second = backend.generate([PROMPT], settings)[0]
+    assert first.token_ids == second.token_ids and first is not second
+    expected = trainer_logprobs(policy, PROMPT, first.token_ids)
+    assert torch.tensor(first.logprobs) == pytest.approx(expected, abs=LOGPROB_ATOL)
+    input_ids = torch.tensor([PROMPT + first.token_ids])
+    with torch.no_grad():
+        argmax = policy(input_ids=input_ids).logits[0, len(PROMPT) - 1:-1].argmax(-1)  # (T,)
+    assert first.token_ids == argmax.tolist()
+
+
+@pytest.mark.vllm
 def test_top_p_logprobs_are_rescored_without_the_nucleus(backend, policy):
     # vLLM's processed log-probs under top_p are renormalised over the nucleus (larger than the
     # full-softmax value); the backend must return the untruncated ones the trainer computes.
@@ -316,11 +331,17 @@ class RecordingEngine:
         self.calls.append(("reset_prefix_cache",))
 
     def generate(self, requests, params, use_tqdm=False):
-        self.calls.append(("generate",))
+        scoring = getattr(params, "prompt_logprobs", None) is not None
+        self.calls.append(("score",) if scoring else ("generate",))
         token_ids = [5, 6]
         logprobs = [{t: SimpleNamespace(logprob=-1.0)} for t in token_ids]
         sample = SimpleNamespace(token_ids=token_ids, logprobs=logprobs, finish_reason="length")
-        return [SimpleNamespace(outputs=[sample]) for _ in requests]
+        outputs = []
+        for request in requests:
+            ids = request["prompt_token_ids"]
+            prompt_logprobs = [None] + [{t: SimpleNamespace(logprob=-2.0)} for t in ids[1:]]
+            outputs.append(SimpleNamespace(outputs=[sample], prompt_logprobs=prompt_logprobs))
+        return outputs
 
 
 @pytest.mark.vllm
@@ -342,6 +363,16 @@ def test_sleep_mode_wakes_weights_for_sync_and_everything_for_generate(tokenizer
         ("reload",),
         ("reset_prefix_cache",),
     ]
+
+
+@pytest.mark.vllm
+def test_sleep_mode_rescoring_inside_generate_sleeps_once(tokenizer):
+    # top_p < 1 re-scores inside generate: the engine must stay awake for it and sleep once.
+    engine = RecordingEngine()
+    backend = VLLMBackend.from_engine(engine, tokenizer, sleep_mode=True)
+    groups = backend.generate([[1, 2]], SamplingSettings(num_samples=1, max_new_tokens=2, top_p=0.5))
+    assert engine.calls == [("sleep", 1), ("wake_up", ("kv_cache", "weights")), ("generate",), ("score",), ("sleep", 1)]
+    assert groups[0][0].logprobs == [-2.0, -2.0]  # the re-scored values replaced the nucleus ones
 
 
 def test_aborted_sequences_raise_instead_of_passing_as_completions(tokenizer):
