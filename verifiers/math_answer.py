@@ -56,9 +56,9 @@ _BOX_SEPARATOR = re.compile(
     r"(?:[\s,;$.]|\\quad|\\qquad|\\[\[\]()]|\\text\{[^{}]*\}|\b(?:and|or)\b)*")
 # Not inside a tag: "<answer>9" has no "answer is" phrase.
 _ANSWER_IS = re.compile(r"(?i)(?<![</])\b(?:final answer|the answer|answer)\b(?!>)\s*(?:is\b|:|：)?\s*:?")
-# $$..$$, $..$ (one line; an escaped \$ inside is currency), \(..\), \[..\]
-_MATH_SPAN = re.compile(
-    r"(?<!\\)\$\$(.+?)(?<!\\)\$\$|(?<!\\)\$((?:\\\$|[^$\n])+?)(?<!\\)\$|\\\(([^\n]+?)\\\)|\\\[(.+?)\\\]", re.S)
+# Math delimiters: $$..$$, $..$ (one line; an escaped \$ is currency), \(..\) (one line), \[..\]
+_MATH_DELIMITER = re.compile(r"(?<!\\)\$\$|(?<!\\)\$|\\\(|\\\)|\\\[|\\\]")
+_MATH_CLOSER = {"$$": "$$", "$": "$", "\\(": "\\)", "\\[": "\\]"}
 _LAST_NUMBER = re.compile(r"\\[dt]?frac\{-?\d+\}\{\d+\}|"
                           r"(?<![A-Za-z0-9_.])-?(?:\d{1,3}(?:,\d{3})+|\d+)(?:[.,]\d+)?(?:\s*/\s*\d+)?")
 _PROSE_WORD = re.compile(r"[A-Za-z]{4,}")
@@ -71,28 +71,47 @@ def strip_think(text: str) -> str:
     """Remove reasoning: closed ``<think>`` blocks, everything before a lone ``</think>`` (the
     prompt opened it), and everything after an unclosed ``<think>`` (reasoning never ended).
 
+    One left-to-right pass with ``str.find``: a regex like ``<think>.*?</think>`` rescans the
+    rest of the text from every unclosed tag, which is quadratic on hostile completions.
+
     Example:
         >>> strip_think("<think>x=3</think>so 4")
         ' so 4'
     """
-    text = re.sub(r"<think>.*?</think>", " ", text, flags=re.S)
-    if "</think>" in text:
-        text = text.rsplit("</think>", 1)[1]
-    if "<think>" in text:
-        text = text.split("<think>", 1)[0]
-    return text
+    position, visible = 0, []
+    first_close, first_open = text.find("</think>"), text.find("<think>")
+    if first_close != -1 and (first_open == -1 or first_close < first_open):
+        position = first_close + len("</think>")
+    while position < len(text):
+        start = text.find("<think>", position)
+        if start == -1:
+            visible.append(text[position:])
+            break
+        visible.append(text[position:start])
+        end = text.find("</think>", start)
+        if end == -1:
+            break
+        position = end + len("</think>")
+    return " ".join(visible)
 
 
-def _box_argument(text: str, start: int) -> tuple[str, int] | None:
+def _closing_braces(text: str) -> dict[int, int]:
+    """Index of each ``{`` -> index of its ``}``, in one pass (nested boxes stay linear)."""
+    closing, stack = {}, []
+    for index, char in enumerate(text):
+        if char == "{":
+            stack.append(index)
+        elif char == "}" and stack:
+            closing[stack.pop()] = index
+    return closing
+
+
+def _box_argument(text: str, start: int, closing: dict[int, int]) -> tuple[str, int] | None:
     r"""The argument of a box starting at ``start`` (after ``\boxed``): ``{...}`` or one token."""
     if start < len(text) and text[start] == "{":
-        depth = 0
-        for index in range(start, len(text)):
-            depth += {"{": 1, "}": -1}.get(text[index], 0)
-            if depth == 0:
-                return text[start + 1:index], index + 1
-        return None
-    token = re.match(r"[^\s$}]+", text[start:])
+        end = closing.get(start)
+        return (text[start + 1:end], end + 1) if end is not None else None
+    token = re.match(r"[^\s$}]+", text[start:start + 200])
     return (token.group(0), start + token.end()) if token else None
 
 
@@ -102,18 +121,21 @@ def find_boxed(text: str) -> str | None:
     Example:
         >>> find_boxed(r"so \boxed{1} and \boxed{2}.")
         '1, 2'
-        >>> find_boxed(r"\boxed 5") 
+        >>> find_boxed(r"\boxed 5")
         '5'
     """
+    closing = _closing_braces(text)
     groups: list[list[str]] = []
     previous_end = None
     for match in _BOX_START.finditer(text):
-        argument = _box_argument(text, match.end())
+        if previous_end is not None and match.start() < previous_end:
+            continue  # a box inside the previous box's argument belongs to it
+        argument = _box_argument(text, match.end(), closing)
         if argument is None:
             continue
         content, end = argument
         between = text[previous_end:match.start()] if previous_end is not None else None
-        if between is not None and _BOX_SEPARATOR.fullmatch(between):
+        if between is not None and len(between) < 200 and _BOX_SEPARATOR.fullmatch(between):
             groups[-1].append(content)
         else:
             groups.append([content])
@@ -121,15 +143,41 @@ def find_boxed(text: str) -> str | None:
     return ", ".join(groups[-1]) if groups else None
 
 
+def math_spans(text: str) -> list[tuple[int, str]]:
+    r"""(start, content) of each math span, left to right, in one pass over the delimiters.
+
+    Example:
+        >>> math_spans(r"so $x=1$ and \[ y \]")
+        [(3, 'x=1'), (13, ' y ')]
+    """
+    spans: list[tuple[int, str]] = []
+    opener, opener_start, content_start, next_newline = None, 0, 0, -1
+    for match in _MATH_DELIMITER.finditer(text):
+        token = match.group()
+        if opener is not None:
+            if opener in ("$", "\\(") and -1 < next_newline < match.start():
+                opener = None  # inline math never spans lines: drop the stray opener
+            elif token == _MATH_CLOSER[opener] or (opener == "$" and token == "$$"):
+                spans.append((opener_start, text[content_start:match.start()]))
+                opener = None
+                continue
+            else:
+                continue
+        if token in _MATH_CLOSER:
+            opener, opener_start, content_start = token, match.start(), match.end()
+            next_newline = text.find("\n", content_start)
+    return spans
+
+
 def _answer_is(text: str) -> str | None:
     """X in a closing "the (final) answer is X" / "Answer: X"."""
     matches = list(_ANSWER_IS.finditer(text))
     if not matches:
         return None
-    rest = text[matches[-1].end():]
-    leading_span = _MATH_SPAN.match(rest.lstrip())
-    if leading_span:  # "Answer \[ 9 \]": a display block may span lines
-        return next(group for group in leading_span.groups() if group is not None).strip()
+    rest = text[matches[-1].end():].lstrip()
+    spans = math_spans(rest[:5000]) if rest[:1] in ("$", "\\") else []
+    if spans and spans[0][0] == 0:  # "Answer \[ 9 \]": a display block may span lines
+        return spans[0][1].strip()
     rest = re.split(r"\.(?:\s|$)|\n|\bI hope\b", rest, maxsplit=1)[0].strip()
     rest = re.split(r"\bis\b", rest)[-1]  # "Answer: the volume of $V$ is 120" -> "120"
     span = _last_math(rest)
@@ -138,10 +186,10 @@ def _answer_is(text: str) -> str | None:
 
 def _last_math(text: str) -> str | None:
     """The last non-empty math span that is not prose (a stray $ pair can enclose words)."""
-    spans = [next(group for group in match.groups() if group is not None).strip()
-             for match in _MATH_SPAN.finditer(text)]
-    spans = [span for span in spans if span and not _has_prose(span)]
-    return spans[-1] if spans else None
+    for _, span in reversed(math_spans(text)):
+        if span.strip() and not _has_prose(span):
+            return span.strip()
+    return None
 
 
 def _last_number(text: str) -> str | None:
@@ -190,9 +238,10 @@ def extract_answer(text: str, fallbacks: tuple[str, ...] = DEFAULT_FALLBACKS) ->
         return None
     # Chat-template tokens end the answer ("... is 19. <|im_start|>user").
     visible = re.split(r"<\|(?:im_start|im_end|endoftext|eot_id)\|>", strip_think(text))[0]
-    answers = re.findall(r"<answer>(.*?)</answer>", visible, flags=re.S)
-    if answers:
-        inner = answers[-1]
+    answer_end = visible.rfind("</answer>")
+    answer_start = visible.rfind("<answer>", 0, answer_end) if answer_end != -1 else -1
+    if answer_start != -1:  # rfind, not a regex: linear even with thousands of unclosed tags
+        inner = visible[answer_start + len("<answer>"):answer_end]
         return (find_boxed(inner) or inner).strip()
     boxed = find_boxed(visible)
     if boxed is not None:

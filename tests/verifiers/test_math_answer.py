@@ -247,6 +247,28 @@ def test_attack_very_long_answer():
     _assert_rejected_quickly("x+" * 50_000 + "1")
 
 
+# Unclosed openers repeated many times: a lazy regex (".*?") rescans the rest of the text from
+# each one, which took minutes on these before extraction became single-pass.
+HOSTILE_COMPLETIONS = [
+    ("unclosed-think-tags", "<think>" * 50_000),
+    ("unclosed-display-math", "\\[" * 50_000),
+    ("unclosed-inline-math", "\\(" * 50_000),
+    ("unclosed-answer-tags", "<answer>" * 50_000),
+    ("unclosed-boxes", "\\boxed{" * 50_000),
+    ("nested-boxes-in-answers", "<answer>\\boxed{" * 5_000 + "1" + "}" * 5_000 + "</answer>"),
+    ("many-answer-phrases", "the answer is " * 50_000),
+]
+
+
+@pytest.mark.parametrize("completion", [case[1] for case in HOSTILE_COMPLETIONS],
+                         ids=[case[0] for case in HOSTILE_COMPLETIONS])
+def test_extraction_is_linear_on_hostile_completions(completion):
+    started = time.monotonic()
+    extract_answer(completion, fallbacks=("whole", "answer_is", "last_math", "last_number"))
+    assert math_reward(completion, {"answer": "1"}) == 0.0
+    assert time.monotonic() - started < 2.0
+
+
 def test_refusal_reasons_before_parsing():
     assert refusal_reason("9^9^9^9") == "power tower"
     assert refusal_reason("(" * 100) is not None
