@@ -265,7 +265,7 @@ HOSTILE_COMPLETIONS = [
 def test_extraction_is_linear_on_hostile_completions(completion):
     started = time.monotonic()
     extract_answer(completion, fallbacks=("whole", "answer_is", "last_math", "last_number"))
-    assert math_reward(completion, {"answer": "1"}) == 0.0
+    assert math_reward(completion, {"answer": "2"}) == 0.0  # none of them answers 2
     assert time.monotonic() - started < 2.0
 
 
