@@ -33,6 +33,8 @@ WORKER_INIT = "verifiers.math_parse:warm_up"
 WORKER_MEMORY_MB = 1024
 # Workers for single calls (is_equivalent / math_reward); batches size their own pool.
 DEFAULT_NUM_WORKERS = 2
+# A batch without num_workers uses one worker per CPU, up to this many (each holds ~100 MB).
+MAX_DEFAULT_BATCH_WORKERS = 8
 DEFAULT_FALLBACKS = ("answer_is", "last_number")
 # Lenient extraction for comparing two free texts (peer cases, the verify CLI).
 TEXT_FALLBACKS = ("whole", "answer_is", "last_math", "last_number")
@@ -336,7 +338,9 @@ def batch_is_equivalent(pairs: list[tuple[str, str]], *, num_workers: int | None
     """Verdicts for many ``(pred, gold)`` pairs, in order, over a pool of worker processes.
 
     Each pair gets its own ``timeout_s``; a pair that hangs or exhausts memory costs only its
-    worker (killed and replaced), never the batch.
+    worker (killed and replaced), never the batch. ``num_workers`` defaults to the CPU count,
+    at most ``MAX_DEFAULT_BATCH_WORKERS``; pairs the in-process fast path settles never reach
+    a worker.
 
     Example:
         >>> [v.equal for v in batch_is_equivalent([("1/2", "0.5"), ("3", "4")])]
@@ -345,7 +349,7 @@ def batch_is_equivalent(pairs: list[tuple[str, str]], *, num_workers: int | None
     verdicts: list[Verdict | None] = [_precheck(pred, gold, rel_tol) for pred, gold in pairs]
     pending = [index for index, verdict in enumerate(verdicts) if verdict is None]
     if pending:
-        num_workers = max(1, num_workers or os.cpu_count() or 1)
+        num_workers = max(1, num_workers or min(os.cpu_count() or 1, MAX_DEFAULT_BATCH_WORKERS))
         pool = _pool(num_workers)
         with ThreadPoolExecutor(max_workers=num_workers) as executor:
             answers = executor.map(
