@@ -297,6 +297,13 @@ def _precheck(pred, gold, rel_tol: float) -> Verdict | None:
     return Verdict(*fast) if fast is not None else None
 
 
+def _safe_precheck(pred, gold, rel_tol: float) -> Verdict | None:
+    try:
+        return _precheck(pred, gold, rel_tol)
+    except Exception as exc:  # noqa: BLE001 - one odd item must not fail the batch
+        return Verdict(False, f"error: {type(exc).__name__}")
+
+
 def _ask_worker(pool: BoundedPool, pred, gold, rel_tol: float, timeout_s: float) -> Verdict:
     result = pool.call({"pred": str(pred), "gold": str(gold), "rel_tol": rel_tol}, timeout_s=timeout_s)
     if not result.ok or not isinstance(result.value, dict):
@@ -317,10 +324,13 @@ def check_equivalence(pred: str, gold: str, *, rel_tol: float = 1e-4, timeout_s:
         >>> check_equivalence("9^9^9^9", "1").equal
         False
     """
-    verdict = _precheck(pred, gold, rel_tol)
-    if verdict is not None:
-        return verdict
-    return _ask_worker(_pool(), pred, gold, rel_tol, timeout_s)
+    try:
+        verdict = _precheck(pred, gold, rel_tol)
+        if verdict is not None:
+            return verdict
+        return _ask_worker(_pool(), pred, gold, rel_tol, timeout_s)
+    except Exception as exc:  # noqa: BLE001 - e.g. an object whose __str__ raises; never propagate
+        return Verdict(False, f"error: {type(exc).__name__}")
 
 
 def is_equivalent(pred: str, gold: str, *, rel_tol: float = 1e-4, timeout_s: float = 2.0) -> bool:
@@ -346,7 +356,7 @@ def batch_is_equivalent(pairs: list[tuple[str, str]], *, num_workers: int | None
         >>> [v.equal for v in batch_is_equivalent([("1/2", "0.5"), ("3", "4")])]
         [True, False]
     """
-    verdicts: list[Verdict | None] = [_precheck(pred, gold, rel_tol) for pred, gold in pairs]
+    verdicts: list[Verdict | None] = [_safe_precheck(pred, gold, rel_tol) for pred, gold in pairs]
     pending = [index for index, verdict in enumerate(verdicts) if verdict is None]
     if pending:
         num_workers = max(1, num_workers or min(os.cpu_count() or 1, MAX_DEFAULT_BATCH_WORKERS))

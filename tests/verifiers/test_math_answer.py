@@ -183,6 +183,16 @@ def test_verdict_carries_a_reason():
     assert check_equivalence("2", "3").reason.startswith("numbers differ")
 
 
+class _Unprintable:
+    def __str__(self):
+        raise RuntimeError("no")
+
+
+def test_inputs_that_cannot_become_text_give_not_equal():
+    assert check_equivalence(_Unprintable(), "1") == Verdict(False, "error: RuntimeError")
+    assert [v.equal for v in batch_is_equivalent([(_Unprintable(), "1"), ("1", "1")])] == [False, True]
+
+
 def test_missing_and_non_string_inputs():
     assert check_equivalence(None, "1") == Verdict(False, "missing answer")
     assert check_equivalence(3, "3").equal  # dataset golds are sometimes ints
