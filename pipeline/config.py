@@ -169,6 +169,14 @@ class GRPOConfig(Strict):
     rollout: RolloutConfig = Field(default_factory=RolloutConfig)
     logging: LoggingConfig = Field(default_factory=LoggingConfig)
 
+    @model_validator(mode="after")
+    def _check_lengths(self):
+        buffer = self.algorithm.overlong_buffer_tokens
+        if self.algorithm.truncation == "overlong_penalty" and buffer > self.max_new_tokens:
+            raise ValueError(f"algorithm.overlong_buffer_tokens ({buffer}) must not exceed max_new_tokens "
+                             f"({self.max_new_tokens}); DAPO used 4096 of 20480")
+        return self
+
 
 class RunConfig(Strict):
     base: str  # a models: entry
