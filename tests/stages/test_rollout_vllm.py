@@ -346,6 +346,7 @@ class RecordingEngine:
 
 @pytest.mark.vllm
 def test_sleep_mode_wakes_weights_for_sync_and_everything_for_generate(tokenizer):
+    _vllm_or_skip()  # generate builds vllm.SamplingParams
     engine = RecordingEngine()
     backend = VLLMBackend.from_engine(engine, tokenizer, sleep_mode=True)
     backend.sync_weights(SimpleNamespace(config=SimpleNamespace(tie_word_embeddings=False), state_dict=dict))
@@ -367,6 +368,7 @@ def test_sleep_mode_wakes_weights_for_sync_and_everything_for_generate(tokenizer
 
 @pytest.mark.vllm
 def test_sleep_mode_rescoring_inside_generate_sleeps_once(tokenizer):
+    _vllm_or_skip()  # generate builds vllm.SamplingParams
     # top_p < 1 re-scores inside generate: the engine must stay awake for it and sleep once.
     engine = RecordingEngine()
     backend = VLLMBackend.from_engine(engine, tokenizer, sleep_mode=True)
