@@ -43,7 +43,8 @@ def corpus_sequences(tokenizer, pretrain: dict, source: dict, template: str, hel
             continue
         question = generators.countdown_question(problem.numbers, problem.target, style)
         completion = countdown_completion(rng, problem, style=sample_style(rng, pretrain["styles"]),
-                                          hint_prob=pretrain["hint_prob"], max_attempts=pretrain["max_attempts"])
+                                          hint_prob=pretrain["hint_prob"], max_attempts=pretrain["max_attempts"],
+                                          ordered=options.get("ordered", False))
         text = template.replace("{question}", question) + completion
         sequences.append(tokenizer.encode(text) + [tokenizer.eos_token_id])
     return sequences

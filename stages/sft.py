@@ -34,11 +34,13 @@ def tiny_trace_pairs(rows: list[dict], config: dict) -> list[tuple[dict, str]]:
         if row["task"] != "countdown":
             continue
         numbers, target = row["meta"]["numbers"], row["meta"]["target"]
-        chain = find_chain(numbers, target, rng)
+        ordered = row["meta"].get("ordered", False)
+        chain = find_chain(numbers, target, rng, ordered=ordered)
         if chain is None:
             continue
         problem = CountdownProblem(tuple(numbers), target, chain)
-        pairs.append((row, countdown_completion(rng, problem, style="careful", hint_prob=config["hint_prob"], max_attempts=20)))
+        pairs.append((row, countdown_completion(rng, problem, style="careful", hint_prob=config["hint_prob"],
+                                                         max_attempts=20, ordered=ordered)))
         if len(pairs) == config["num_examples"]:
             break
     return pairs

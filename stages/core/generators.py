@@ -97,12 +97,17 @@ def chain_is_clean(chain: Chain) -> bool:
     return all(v.denominator == 1 and v >= 0 for v in values)
 
 
-def random_chain(rng: random.Random, numbers: list[int], ops: str = COUNTDOWN_OPS, max_tries: int = 50) -> Chain | None:
-    """A random clean chain using every number once, or None after ``max_tries``."""
+def random_chain(rng: random.Random, numbers: list[int], ops: str = COUNTDOWN_OPS, max_tries: int = 50,
+                 ordered: bool = False) -> Chain | None:
+    """A random clean chain using every number once, or None after ``max_tries``.
+
+    ``ordered``: combine the numbers in the given order, running value always on the left.
+    """
     for _ in range(max_tries):
         order = numbers[:]
-        rng.shuffle(order)
-        steps = tuple(ChainStep(rng.choice(ops), n, rng.random() < 0.5) for n in order[1:])
+        if not ordered:
+            rng.shuffle(order)
+        steps = tuple(ChainStep(rng.choice(ops), n, not ordered and rng.random() < 0.5) for n in order[1:])
         chain = Chain(order[0], steps)
         if chain_is_clean(chain):
             return chain
@@ -125,11 +130,16 @@ def random_countdown_problem(
     ops: str = COUNTDOWN_OPS,
     min_target: int = 0,
     max_target: int = 100,
+    ordered: bool = False,
 ) -> CountdownProblem:
-    """Draw numbers, then a target reached by a random clean chain over all of them."""
+    """Draw numbers, then a target reached by a random clean chain over all of them.
+
+    ``ordered`` (an easier variant for tiny models): the numbers are listed in the order of a
+    left-to-right solution ``((a op b) op c)``, so a solver need not search over orders.
+    """
     while True:
         numbers = [rng.randint(min_number, max_number) for _ in range(num_numbers)]
-        chain = random_chain(rng, numbers, ops)
+        chain = random_chain(rng, numbers, ops, ordered=ordered)
         if chain is None:
             continue
         target = chain.values()[-1]
@@ -169,7 +179,8 @@ def countdown_rows(count: int, seed: int, *, question_style: str = "full", **pro
             "task": "countdown",
             "question": countdown_question(problem.numbers, problem.target, question_style),
             "answer": problem.chain.expression(),
-            "meta": {"numbers": list(problem.numbers), "target": problem.target},
+            "meta": {"numbers": list(problem.numbers), "target": problem.target,
+                     "ordered": bool(problem_kwargs.get("ordered", False))},
         })
     return rows
 
@@ -208,15 +219,17 @@ def arithmetic_rows(count: int, seed: int, *, num_operations: int = 3, max_numbe
     return rows
 
 
-def all_clean_chains(numbers: list[int] | tuple[int, ...], ops: str = COUNTDOWN_OPS) -> list[Chain]:
+def all_clean_chains(numbers: list[int] | tuple[int, ...], ops: str = COUNTDOWN_OPS, ordered: bool = False) -> list[Chain]:
     """Every clean left-deep chain over the numbers (small inputs only: n! * (2*len(ops))^(n-1))."""
     from itertools import permutations, product
 
     if len(numbers) > 5:
         raise ValueError(f"numbers: at most 5 for exhaustive chains, got {len(numbers)}")
     chains = []
-    for order in set(permutations(numbers)):
-        for choice in product(ops, (False, True), repeat=len(order) - 1):
+    orders = [tuple(numbers)] if ordered else set(permutations(numbers))
+    flips = (False,) if ordered else (False, True)
+    for order in orders:
+        for choice in product(ops, flips, repeat=len(order) - 1):
             steps = tuple(ChainStep(choice[2 * i], order[i + 1], choice[2 * i + 1]) for i in range(len(order) - 1))
             chain = Chain(order[0], steps)
             if chain_is_clean(chain):
@@ -224,9 +237,10 @@ def all_clean_chains(numbers: list[int] | tuple[int, ...], ops: str = COUNTDOWN_
     return sorted(chains, key=lambda c: c.trace())
 
 
-def find_chain(numbers: list[int] | tuple[int, ...], target: int, rng: random.Random | None = None) -> Chain | None:
+def find_chain(numbers: list[int] | tuple[int, ...], target: int, rng: random.Random | None = None,
+               ordered: bool = False) -> Chain | None:
     """One clean chain that reaches ``target`` (a random one when ``rng`` is given), or None."""
-    hits = [c for c in all_clean_chains(numbers) if c.values()[-1] == target]
+    hits = [c for c in all_clean_chains(numbers, ordered=ordered) if c.values()[-1] == target]
     if not hits:
         return None
     return rng.choice(hits) if rng else hits[0]

@@ -30,28 +30,29 @@ from stages.core.generators import Chain, CountdownProblem, random_chain
 STYLES = ("careful", "guess", "malformed")
 
 
-def propose(rng: random.Random, problem: CountdownProblem, hint_prob: float) -> Chain:
+def propose(rng: random.Random, problem: CountdownProblem, hint_prob: float, ordered: bool = False) -> Chain:
     if rng.random() < hint_prob:
         return problem.chain
-    return random_chain(rng, list(problem.numbers)) or problem.chain
+    return random_chain(rng, list(problem.numbers), ordered=ordered) or problem.chain
 
 
 def hits_target(chain: Chain, target: int) -> bool:
     return chain.values()[-1] == target
 
 
-def countdown_completion(rng: random.Random, problem: CountdownProblem, *, style: str, hint_prob: float, max_attempts: int) -> str:
+def countdown_completion(rng: random.Random, problem: CountdownProblem, *, style: str, hint_prob: float, max_attempts: int,
+                         ordered: bool = False) -> str:
     """One completion (the text after the prompt's ``<think>``) in the given style."""
     if style == "careful":
-        lines, attempt = [], propose(rng, problem, hint_prob)
+        lines, attempt = [], propose(rng, problem, hint_prob, ordered)
         for _ in range(max_attempts):
             hit = hits_target(attempt, problem.target)
             lines.append(f"{attempt.trace()} {'yes' if hit else 'no'}")
             if hit:
                 break
-            attempt = propose(rng, problem, hint_prob)
+            attempt = propose(rng, problem, hint_prob, ordered)
         return "\n".join(lines) + f"</think><answer>{attempt.expression()}</answer>"  # out of attempts: answer the last try
-    attempt = propose(rng, problem, hint_prob)
+    attempt = propose(rng, problem, hint_prob, ordered)
     if style == "guess":
         return f"{attempt.trace()}</think><answer>{attempt.expression()}</answer>"
     if style == "malformed":

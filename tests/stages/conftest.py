@@ -17,7 +17,8 @@ def tiny_model_dir(tmp_path_factory):
     directory = tmp_path_factory.mktemp("tiny_model")
     torch.manual_seed(0)
     tokenizer = build_tiny_tokenizer()
-    config = tiny_qwen2_config(vocab_size=len(tokenizer), hidden_size=32, num_layers=2, num_heads=2,
+    # head_dim 32: vLLM's CPU attention supports head sizes 32, 64, 80, ... only.
+    config = tiny_qwen2_config(vocab_size=len(tokenizer), hidden_size=64, num_layers=2, num_heads=2,
                                max_position_embeddings=128, eos_token_id=tokenizer.eos_token_id)
     AutoModelForCausalLM.from_config(config).save_pretrained(directory)
     tokenizer.save_pretrained(directory)

