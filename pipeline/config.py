@@ -92,7 +92,7 @@ class TinyPretrain(Strict):
 
     dataset: str  # a datasets: entry (a countdown generator); its test prompts are kept out of the corpus
     num_sequences: int = Field(60000, ge=100)
-    styles: dict[str, float] = Field(default_factory=lambda: {"careful": 0.25, "guess": 0.6, "malformed": 0.15})
+    styles: dict[str, float] = Field(default_factory=lambda: {"careful": 0.3, "guess": 0.5, "malformed": 0.1, "drill": 0.1})
     hint_prob: float = Field(0.35, ge=0, le=1)
     max_attempts: int = Field(6, ge=1)
     batch_size: int = Field(64, ge=1)
@@ -111,6 +111,9 @@ class ModelConfig(Strict):
 
     @model_validator(mode="after")
     def _check_kind(self):
+        unknown = set(self.pretrain.styles) - {"careful", "guess", "malformed", "drill"} if self.pretrain else set()
+        if unknown:
+            raise ValueError(f"pretrain.styles: unknown style(s) {sorted(unknown)}; allowed: careful, guess, malformed, drill")
         if self.kind == "hf" and not self.path:
             raise ValueError("kind 'hf' needs path: a hub id such as Qwen/Qwen2.5-3B or a local HF directory")
         if self.kind == "tiny" and self.pretrain is None:

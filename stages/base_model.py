@@ -22,10 +22,11 @@ import torch
 
 from pipeline.artifacts import atomic_directory, provenance, read_jsonl, repo_path, write_json_atomic
 from pipeline.stage_cli import run_stage
+from stages.core.prompting import read_template
 from stages.core import generators
 from stages.core.lm_training import cosine_lr, length_bucketed_batches, masked_lm_loss, pad_batch
 from stages.core.modeling import POINTER_FILE, pick_device, set_cpu_threads, tiny_qwen2_config
-from stages.core.tiny_corpus import countdown_completion, sample_style
+from stages.core.tiny_corpus import arithmetic_drill, countdown_completion, sample_style
 from stages.core.tokenizer import build_tiny_tokenizer
 
 log = logging.getLogger("r1zero.base_model")
@@ -41,11 +42,14 @@ def corpus_sequences(tokenizer, pretrain: dict, source: dict, template: str, hel
         problem = generators.random_countdown_problem(rng, **options)
         if _problem_key(problem.numbers, problem.target) in held_out:
             continue
-        question = generators.countdown_question(problem.numbers, problem.target, style)
-        completion = countdown_completion(rng, problem, style=sample_style(rng, pretrain["styles"]),
-                                          hint_prob=pretrain["hint_prob"], max_attempts=pretrain["max_attempts"],
-                                          ordered=options.get("ordered", False))
-        text = template.replace("{question}", question) + completion
+        text_style = sample_style(rng, pretrain["styles"])
+        if text_style == "drill":
+            text = arithmetic_drill(rng, problem, ordered=options.get("ordered", False))
+        else:
+            question = generators.countdown_question(problem.numbers, problem.target, style)
+            text = template.replace("{question}", question) + countdown_completion(
+                rng, problem, style=text_style, hint_prob=pretrain["hint_prob"], max_attempts=pretrain["max_attempts"],
+                ordered=options.get("ordered", False))
         sequences.append(tokenizer.encode(text) + [tokenizer.eos_token_id])
     return sequences
 
@@ -92,7 +96,7 @@ def build_tiny(config: dict, inputs: dict, out_dir, device: torch.device) -> dic
         max_position_embeddings=arch["max_position_embeddings"], eos_token_id=tokenizer.eos_token_id)
     model = AutoModelForCausalLM.from_config(model_config).to(device)
     held_out = {_problem_key(r["meta"]["numbers"], r["meta"]["target"]) for r in read_jsonl(inputs["test"])}
-    template = repo_path(config["corpus_prompt"]["template"]).read_text()
+    template = read_template(config["corpus_prompt"]["template"])
     sequences = corpus_sequences(tokenizer, config["pretrain"], config["corpus_source"], template, held_out)
     log.info("tiny base: %d parameters, %d corpus sequences", sum(p.numel() for p in model.parameters()), len(sequences))
     history = pretrain_tiny(model, tokenizer, sequences, config["pretrain"], device)

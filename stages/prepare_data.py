@@ -19,6 +19,7 @@ from pathlib import Path
 
 from pipeline.artifacts import provenance, repo_path, read_jsonl, write_json_atomic, write_jsonl_atomic
 from pipeline.stage_cli import run_stage
+from stages.core.prompting import read_template
 from stages.core import generators
 
 log = logging.getLogger("r1zero.prepare_data")
@@ -27,6 +28,10 @@ ROW_FIELDS = ("id", "source", "task", "prompt", "question", "answer", "tests", "
 
 class DataError(ValueError):
     """Input data that cannot become example rows; the message names the file, row and field."""
+
+
+class SkipRow(Exception):
+    """A source row that cannot be used (e.g. a code problem with no checkable test); counted in stats."""
 
 
 # ---------------------------------------------------------------- sources
@@ -61,15 +66,21 @@ def hub_splits(source: dict, splits: dict[str, int]) -> dict[str, list[dict]]:
     return out
 
 
-def files_splits(source: dict, splits: dict[str, int]) -> dict[str, list[dict]]:
+def files_splits(source: dict, splits: dict[str, int], skipped: dict[str, list[str]]) -> dict[str, list[dict]]:
     out = {}
+    convert = {"rows": _map_fields, "mbpp": _mbpp_row, "humaneval": _humaneval_row}[source["row_format"]]
     for split, path in source["splits"].items():
         path = repo_path(path)
         if not path.exists():
             raise DataError(f"source.splits.{split}: file not found: {path}")
         raw = read_jsonl(path) if path.suffix in (".jsonl", ".json") else _read_parquet(path)
-        convert = {"rows": _map_fields, "mbpp": _mbpp_row, "humaneval": _humaneval_row}[source["row_format"]]
-        out[split] = _cap([convert(r, source, str(path), i) for i, r in enumerate(raw)], splits.get(split, 0))
+        rows = []
+        for index, row in enumerate(raw):
+            try:
+                rows.append(convert(row, source, str(path), index))
+            except SkipRow as reason:
+                skipped.setdefault(split, []).append(str(reason))
+        out[split] = _cap(rows, splits.get(split, 0))
     return out
 
 
@@ -121,13 +132,21 @@ def _gold_answer(text: str, answer_format: str, where: str, index: int) -> str:
     return text.strip()
 
 
+def _code_tests(convert, raw: dict, where: str, index: int) -> dict:
+    """Checkable tests of a code row; asserts of another shape are dropped, a row with none is skipped."""
+    try:
+        tests = convert(raw, strict=False)
+    except ValueError as error:
+        raise DataError(f"{where} row {index + 1}: {error}") from None
+    if not tests.get("cases"):
+        raise SkipRow(f"{where} row {index + 1}: no test of a checkable shape ({len(tests.get('unsupported', []))} unsupported)")
+    return tests
+
+
 def _mbpp_row(raw: dict, source: dict, where: str, index: int) -> dict:
     from verifiers.code_reward import tests_from_mbpp
 
-    try:
-        tests = tests_from_mbpp(raw)
-    except ValueError as error:
-        raise DataError(f"{where} row {index + 1}: {error}") from None
+    tests = _code_tests(tests_from_mbpp, raw, where, index)
     first_test = raw["test_list"][0] if raw.get("test_list") else ""
     return {"id": f"mbpp-{raw.get('task_id', index)}", "source": where, "task": "code",
             "question": f"{raw['text'].strip()} Your code should pass this test: {first_test}",
@@ -137,10 +156,7 @@ def _mbpp_row(raw: dict, source: dict, where: str, index: int) -> dict:
 def _humaneval_row(raw: dict, source: dict, where: str, index: int) -> dict:
     from verifiers.code_reward import tests_from_humaneval
 
-    try:
-        tests = tests_from_humaneval(raw)
-    except ValueError as error:
-        raise DataError(f"{where} row {index + 1}: {error}") from None
+    tests = _code_tests(tests_from_humaneval, raw, where, index)
     return {"id": str(raw.get("task_id", index)).replace("/", "-"), "source": where, "task": "code",
             "question": f"Complete this Python function:\n{raw['prompt']}",
             "answer": raw.get("canonical_solution"), "tests": tests, "meta": {"entry_point": raw.get("entry_point")}}
@@ -153,7 +169,7 @@ def normalise_prompt(text: str) -> str:
 
 
 def apply_template(rows: list[dict], prompt_cfg: dict) -> None:
-    template = repo_path(prompt_cfg["template"]).read_text()
+    template = read_template(prompt_cfg["template"])
     if "{question}" not in template:
         raise DataError(f"prompt.template {prompt_cfg['template']}: has no {{question}} placeholder")
     ends_with_think = template.rstrip().endswith("<think>")
@@ -192,13 +208,14 @@ def check_overlap(splits: dict[str, list[dict]]) -> dict[str, int]:
 def main(config: dict, inputs: dict, outputs: dict) -> None:
     started = time.time()
     source = config["source"]
+    skipped: dict[str, list[str]] = {}
     if source["kind"] == "generator":
         splits = generator_splits(source, config["splits"], config["seed"])
     elif source["kind"] == "hf":
         splits = hub_splits(source, config["splits"])
     else:
-        splits = files_splits(source, config["splits"])
-    stats = {"dataset": config["name"], "counts": {}, "duplicates_dropped": {}}
+        splits = files_splits(source, config["splits"], skipped)
+    stats = {"dataset": config["name"], "counts": {}, "duplicates_dropped": {}, "rows_skipped": skipped}
     for name, rows in splits.items():
         splits[name], stats["duplicates_dropped"][name] = deduplicate(rows)
         apply_template(splits[name], config["prompt"])

@@ -169,7 +169,9 @@ def countdown_rows(count: int, seed: int, *, question_style: str = "full", **pro
         if attempts > count * 50:
             raise ValueError(f"countdown: could only make {len(rows)} distinct problems of {count}; widen the number or target range")
         problem = random_countdown_problem(rng, **problem_kwargs)
-        key = (tuple(sorted(problem.numbers)), problem.target)
+        # Ordered problems differ by the order of their numbers (it is part of the task).
+        numbers_key = tuple(problem.numbers) if problem_kwargs.get("ordered") else tuple(sorted(problem.numbers))
+        key = (numbers_key, problem.target)
         if key in seen:
             continue
         seen.add(key)

@@ -21,3 +21,11 @@ def render_prompt(tokenizer, prompt: str | list[dict]) -> str:
 def encode_prompts(tokenizer, rows: list[dict]) -> list[list[int]]:
     """Prompt token ids per row (no special tokens added: templates carry their own)."""
     return [tokenizer.encode(render_prompt(tokenizer, row["prompt"]), add_special_tokens=False) for row in rows]
+
+
+def read_template(path) -> str:
+    """A prompt template file; one trailing newline (an editor's end of file) is not part of it."""
+    from pipeline.artifacts import repo_path
+
+    text = repo_path(path).read_text()
+    return text[:-1] if text.endswith("\n") else text

@@ -6,7 +6,9 @@ make that on purpose: each Countdown problem is written out in one of several st
 - ``careful``: propose a step-by-step attempt, check it against the target ("no"/"yes") and try
   again until one hits (at most ``max_attempts``); long, and usually right;
 - ``guess``: one attempt, answered without checking; short, and usually wrong;
-- ``malformed``: the layout is broken (no closing </think>, no answer tags, a bare number).
+- ``malformed``: the layout is broken (no closing </think>, no answer tags, a bare number);
+- ``drill``: no prompt, just lines of arithmetic facts of the kind the traces use, so that the
+  small model can check its attempts (pretraining text that teaches the pieces, not the task).
 
 Attempts come from a proposal that is the reference chain with probability ``hint_prob`` and a
 random clean chain otherwise. The base therefore samples each style at its corpus rate: pass@1
@@ -27,7 +29,7 @@ import random
 
 from stages.core.generators import Chain, CountdownProblem, random_chain
 
-STYLES = ("careful", "guess", "malformed")
+STYLES = ("careful", "guess", "malformed", "drill")
 
 
 def propose(rng: random.Random, problem: CountdownProblem, hint_prob: float, ordered: bool = False) -> Chain:
@@ -63,6 +65,15 @@ def countdown_completion(rng: random.Random, problem: CountdownProblem, *, style
             return f"{attempt.trace()}</think>{attempt.expression()}"
         return f"{attempt.trace()}</think><answer>{problem.target}</answer>"
     raise ValueError(f"style: unknown {style!r}; allowed: {', '.join(STYLES)}")
+
+
+def arithmetic_drill(rng: random.Random, problem: CountdownProblem, num_facts: int = 8, ordered: bool = False) -> str:
+    """Lines of step-by-step chain arithmetic over the problem's numbers, e.g. ``7+5=12,12-9=3``."""
+    lines = []
+    for _ in range(num_facts):
+        chain = random_chain(rng, list(problem.numbers), ordered=ordered) or problem.chain
+        lines.append(chain.trace())
+    return "\n".join(lines)
 
 
 def sample_style(rng: random.Random, style_weights: dict[str, float]) -> str:
