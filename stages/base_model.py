@@ -37,6 +37,7 @@ def corpus_sequences(tokenizer, pretrain: dict, source: dict, template: str, hel
     rng = random.Random(pretrain["seed"])
     options = {k: v for k, v in source["options"].items() if k != "question_style"}
     style = source["options"].get("question_style", "compact")
+    chain_options = {"ordered": options.get("ordered", False), "ops": options.get("ops", generators.COUNTDOWN_OPS)}
     sequences = []
     while len(sequences) < pretrain["num_sequences"]:
         problem = generators.random_countdown_problem(rng, **options)
@@ -44,12 +45,12 @@ def corpus_sequences(tokenizer, pretrain: dict, source: dict, template: str, hel
             continue
         text_style = sample_style(rng, pretrain["styles"])
         if text_style == "drill":
-            text = arithmetic_drill(rng, problem, ordered=options.get("ordered", False))
+            text = arithmetic_drill(rng, problem, **chain_options)
         else:
             question = generators.countdown_question(problem.numbers, problem.target, style)
             text = template.replace("{question}", question) + countdown_completion(
                 rng, problem, style=text_style, hint_prob=pretrain["hint_prob"], max_attempts=pretrain["max_attempts"],
-                ordered=options.get("ordered", False))
+                **chain_options)
         sequences.append(tokenizer.encode(text) + [tokenizer.eos_token_id])
     return sequences
 

@@ -17,7 +17,7 @@ import torch
 
 from pipeline.artifacts import atomic_directory, provenance, read_jsonl, write_json_atomic, write_jsonl_atomic
 from pipeline.stage_cli import run_stage
-from stages.core.generators import CountdownProblem, find_chain
+from stages.core.generators import COUNTDOWN_OPS, CountdownProblem, find_chain
 from stages.core.lm_training import cosine_lr, length_bucketed_batches, masked_lm_loss, pad_batch
 from stages.core.modeling import load_causal_lm, load_tokenizer, pick_device, set_cpu_threads
 from stages.core.prompting import render_prompt
@@ -34,13 +34,13 @@ def tiny_trace_pairs(rows: list[dict], config: dict) -> list[tuple[dict, str]]:
         if row["task"] != "countdown":
             continue
         numbers, target = row["meta"]["numbers"], row["meta"]["target"]
-        ordered = row["meta"].get("ordered", False)
-        chain = find_chain(numbers, target, rng, ordered=ordered)
+        chain_options = {"ordered": row["meta"].get("ordered", False), "ops": row["meta"].get("ops", COUNTDOWN_OPS)}
+        chain = find_chain(numbers, target, rng, **chain_options)
         if chain is None:
             continue
         problem = CountdownProblem(tuple(numbers), target, chain)
         pairs.append((row, countdown_completion(rng, problem, style="careful", hint_prob=config["hint_prob"],
-                                                         max_attempts=20, ordered=ordered)))
+                                                         max_attempts=20, **chain_options)))
         if len(pairs) == config["num_examples"]:
             break
     return pairs

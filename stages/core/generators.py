@@ -147,14 +147,15 @@ def random_countdown_problem(
             return CountdownProblem(tuple(numbers), int(target), chain)
 
 
-def countdown_question(numbers: tuple[int, ...] | list[int], target: int, style: str = "full") -> str:
-    """The question text; ``compact`` keeps prompts short for character-level tiny models."""
+def countdown_question(numbers: tuple[int, ...] | list[int], target: int, style: str = "full",
+                       ops: str = COUNTDOWN_OPS) -> str:
+    """The question text (TinyZero's wording); ``compact`` keeps prompts short for character-level tiny models."""
     if style == "compact":
         return f"use {' '.join(map(str, numbers))} to make {target}"
     if style == "full":
         return (
             f"Using the numbers {list(numbers)}, create an equation that equals {target}. You can use basic "
-            "arithmetic operations (+, -, *, /) and each number can only be used once."
+            f"arithmetic operations ({', '.join(ops)}) and each number can only be used once."
         )
     raise ValueError(f"question_style: unknown style {style!r}; allowed: compact, full")
 
@@ -179,10 +180,11 @@ def countdown_rows(count: int, seed: int, *, question_style: str = "full", **pro
             "id": f"countdown-{seed}-{len(rows)}",
             "source": "generator:countdown",
             "task": "countdown",
-            "question": countdown_question(problem.numbers, problem.target, question_style),
+            "question": countdown_question(problem.numbers, problem.target, question_style,
+                                           problem_kwargs.get("ops", COUNTDOWN_OPS)),
             "answer": problem.chain.expression(),
             "meta": {"numbers": list(problem.numbers), "target": problem.target,
-                     "ordered": bool(problem_kwargs.get("ordered", False))},
+                     "ordered": bool(problem_kwargs.get("ordered", False)), "ops": problem_kwargs.get("ops", COUNTDOWN_OPS)},
         })
     return rows
 
@@ -240,9 +242,9 @@ def all_clean_chains(numbers: list[int] | tuple[int, ...], ops: str = COUNTDOWN_
 
 
 def find_chain(numbers: list[int] | tuple[int, ...], target: int, rng: random.Random | None = None,
-               ordered: bool = False) -> Chain | None:
+               ordered: bool = False, ops: str = COUNTDOWN_OPS) -> Chain | None:
     """One clean chain that reaches ``target`` (a random one when ``rng`` is given), or None."""
-    hits = [c for c in all_clean_chains(numbers, ordered=ordered) if c.values()[-1] == target]
+    hits = [c for c in all_clean_chains(numbers, ops, ordered=ordered) if c.values()[-1] == target]
     if not hits:
         return None
     return rng.choice(hits) if rng else hits[0]

@@ -27,15 +27,16 @@ from __future__ import annotations
 
 import random
 
-from stages.core.generators import Chain, CountdownProblem, random_chain
+from stages.core.generators import COUNTDOWN_OPS, Chain, CountdownProblem, random_chain
 
 STYLES = ("careful", "guess", "malformed", "drill")
 
 
-def propose(rng: random.Random, problem: CountdownProblem, hint_prob: float, ordered: bool = False) -> Chain:
+def propose(rng: random.Random, problem: CountdownProblem, hint_prob: float, ordered: bool = False,
+            ops: str = COUNTDOWN_OPS) -> Chain:
     if rng.random() < hint_prob:
         return problem.chain
-    return random_chain(rng, list(problem.numbers), ordered=ordered) or problem.chain
+    return random_chain(rng, list(problem.numbers), ops, ordered=ordered) or problem.chain
 
 
 def hits_target(chain: Chain, target: int) -> bool:
@@ -43,18 +44,18 @@ def hits_target(chain: Chain, target: int) -> bool:
 
 
 def countdown_completion(rng: random.Random, problem: CountdownProblem, *, style: str, hint_prob: float, max_attempts: int,
-                         ordered: bool = False) -> str:
+                         ordered: bool = False, ops: str = COUNTDOWN_OPS) -> str:
     """One completion (the text after the prompt's ``<think>``) in the given style."""
     if style == "careful":
-        lines, attempt = [], propose(rng, problem, hint_prob, ordered)
+        lines, attempt = [], propose(rng, problem, hint_prob, ordered, ops)
         for _ in range(max_attempts):
             hit = hits_target(attempt, problem.target)
             lines.append(f"{attempt.trace()} {'yes' if hit else 'no'}")
             if hit:
                 break
-            attempt = propose(rng, problem, hint_prob, ordered)
+            attempt = propose(rng, problem, hint_prob, ordered, ops)
         return "\n".join(lines) + f"</think><answer>{attempt.expression()}</answer>"  # out of attempts: answer the last try
-    attempt = propose(rng, problem, hint_prob, ordered)
+    attempt = propose(rng, problem, hint_prob, ordered, ops)
     if style == "guess":
         return f"{attempt.trace()}</think><answer>{attempt.expression()}</answer>"
     if style == "malformed":
@@ -67,11 +68,12 @@ def countdown_completion(rng: random.Random, problem: CountdownProblem, *, style
     raise ValueError(f"style: unknown {style!r}; allowed: {', '.join(STYLES)}")
 
 
-def arithmetic_drill(rng: random.Random, problem: CountdownProblem, num_facts: int = 8, ordered: bool = False) -> str:
+def arithmetic_drill(rng: random.Random, problem: CountdownProblem, num_facts: int = 8, ordered: bool = False,
+                     ops: str = COUNTDOWN_OPS) -> str:
     """Lines of step-by-step chain arithmetic over the problem's numbers, e.g. ``7+5=12,12-9=3``."""
     lines = []
     for _ in range(num_facts):
-        chain = random_chain(rng, list(problem.numbers), ordered=ordered) or problem.chain
+        chain = random_chain(rng, list(problem.numbers), ops, ordered=ordered) or problem.chain
         lines.append(chain.trace())
     return "\n".join(lines)
 
