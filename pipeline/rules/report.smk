@@ -4,14 +4,16 @@ rule report:
         module="stages/report.py",
         metrics=P.grpo_metrics("{run}"),
         scores=lambda wildcards: W.scores_of_run(wildcards.run),
+        sft=lambda wildcards: [P.sft_model(wildcards.run)] if W.cfg.runs[wildcards.run].sft else [],
     output:
         report=directory(P.report("{run}")),
     log:
         P.log("report", "{run}"),
     params:
         scores=lambda wildcards, input: " ".join(f"--input scores={path}" for path in input.scores),
+        sft=lambda wildcards, input: " ".join(f"--input sft_metrics={path}/sft_metrics.jsonl" for path in input.sft),
     shell:
-        "{PY} -m stages.report --config {input.snapshot} --input metrics={input.metrics} {params.scores} "
+        "{PY} -m stages.report --config {input.snapshot} --input metrics={input.metrics} {params.scores} {params.sft} "
         "--output report={output.report} 2> {log}"
 
 
