@@ -17,11 +17,11 @@ position), but only if the checkpoint was made with the same config and start mo
 from __future__ import annotations
 
 import copy
+import dataclasses
 import logging
 import random
 import shutil
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -41,7 +41,7 @@ log = logging.getLogger("r1zero.grpo")
 
 
 # ---------------------------------------------------------------- batches
-@dataclass
+@dataclasses.dataclass
 class RolloutBatch:
     """B = num groups x G completions, flattened group by group."""
 
@@ -108,7 +108,7 @@ class PromptStream:
 
 # ---------------------------------------------------------------- the trainer
 class GRPOTrainer:
-    def __init__(self, config: dict, inputs: dict, outputs: dict, device: torch.device):
+    def __init__(self, config: dict, inputs: dict, device: torch.device):
         self.config, self.device = config, device
         self.algo = AlgorithmConfig.model_validate(config["algorithm"])
         self.guards = TrainingGuards(GuardConfig.model_validate(config["guards"]))
@@ -126,6 +126,10 @@ class GRPOTrainer:
         warmup = max(1, config["warmup_steps"])
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lambda step: min(1.0, (step + 1) / warmup))
         self.kl_controller = algos.make_kl_controller(self.algo)
+        # With one epoch of one minibatch and nothing needing old log-probs before the update,
+        # the update's own forward gives them: one forward pass per step saved.
+        self.single_pass = (self.algo.num_epochs == 1 and self.algo.num_minibatches == 1
+                            and self.algo.kl_mode == "loss" and not self.algo.uses_critic)
         self.stream = PromptStream(len(self.rows), config["seed"])
         self.sampling = SamplingSettings(num_samples=config["group_size"], max_new_tokens=config["max_new_tokens"],
                                          temperature=config["temperature"], top_p=config["top_p"],
@@ -160,17 +164,19 @@ class GRPOTrainer:
         """Sample groups; with dynamic sampling, keep only groups with reward spread (DAPO)."""
         wanted = self.config["prompts_per_step"]
         group = self.config["group_size"]
-        kept_rows, kept_prompts, kept_completions, kept_scores = [], [], [], []
+        kept_rows, kept_prompts, kept_completions, kept_scores, all_scores = [], [], [], [], []
         stats = {"sampling_rounds": 0, "groups_sampled": 0}
         while True:
             stats["sampling_rounds"] += 1
             indices = self.stream.take(wanted)
-            settings = SamplingSettings(**{**self.sampling.__dict__, "seed": self.config["seed"] * 1_000_003 + step * 101 + stats["sampling_rounds"]})
+            # A seed per (step, round): a resumed run samples exactly what an uninterrupted one would.
+            settings = dataclasses.replace(self.sampling, seed=self.config["seed"] * 1_000_003 + step * 101 + stats["sampling_rounds"])
             groups = self.backend.generate([self.prompt_ids[i] for i in indices], settings)
             stats["groups_sampled"] += len(groups)
             for index, completions in zip(indices, groups):
                 rows = [self.rows[index]] * group
                 scored = score_completions([c.text for c in completions], rows, self.weights_by_task)
+                all_scores.append(scored)
                 spread = max(scored.totals) - min(scored.totals) > 1e-6
                 if self.algo.dynamic_sampling and not spread:
                     continue
@@ -185,7 +191,7 @@ class GRPOTrainer:
         stats["groups_kept"] = keep
         batch = build_batch(kept_rows[:keep * group], kept_prompts[:keep * group], kept_completions[:keep * group],
                             self.tokenizer.pad_token_id) if keep else None
-        return batch, {"scores": kept_scores[:keep], **stats}
+        return batch, {"scores": kept_scores[:keep], "all_scores": all_scores, **stats}
 
     # ------------------------------------------------------------ score
     def rewards_of(self, batch: RolloutBatch, scores: list) -> tuple[torch.Tensor, dict]:
@@ -234,9 +240,9 @@ class GRPOTrainer:
     # ------------------------------------------------------------ advantage
     def advantages(self, batch: RolloutBatch, rewards: torch.Tensor, mask: torch.Tensor, old_logp, ref_logp):
         """(B,) or (B, T) advantages, (B, T) returns for the critic (or None), and metrics."""
-        metrics, returns = {}, None
+        metrics = {}
         kl_tokens = None
-        if ref_logp is not None:
+        if ref_logp is not None and self.algo.kl_mode == "reward":
             kl_tokens = algos.KL_ESTIMATORS[self.algo.kl_estimator](old_logp, ref_logp) * mask  # (B, T)
         if self.algo.advantage_estimator == "gae":
             token_rewards = algos.outcome_to_token_rewards(rewards, mask)  # (B, T)
@@ -261,20 +267,26 @@ class GRPOTrainer:
             mask = algos.drop_truncated(mask, batch.truncated.to(self.device))
         return mask
 
-    def update(self, batch: RolloutBatch, advantages, critic_targets, old_logp, ref_logp) -> dict:
+    def update(self, batch: RolloutBatch, advantages, critic_targets, old_logp, ref_logp):
+        """Optimiser steps over the batch; returns averaged stats and, when ``old_logp`` is None
+        (one on-policy pass), the pre-update log-probs and entropy computed on the way."""
         aggregate = algos.LOSS_AGGREGATIONS[self.algo.loss_aggregation]
         constant = self.algo.effective_loss_constant(self.config["max_new_tokens"])
         size = batch.input_ids.shape[0]
         stats: dict[str, list[float]] = {}
+        on_policy = None
         for _ in range(self.algo.num_epochs):
-            order = torch.randperm(size)
+            order = torch.randperm(size) if self.algo.num_minibatches > 1 else torch.arange(size)
             for chunk in order.chunk(self.algo.num_minibatches):
                 mini = slice_batch(batch, chunk)
                 mask = self.loss_mask(mini)
                 logp, entropy, values = self.policy_forward(mini, with_values=critic_targets is not None)
+                if old_logp is None:  # single on-policy pass: the pre-update log-probs are these
+                    on_policy = (logp.detach(), entropy.detach())
+                mini_old = on_policy[0] if old_logp is None else old_logp[chunk]
                 mini_adv = advantages[chunk].to(self.device)
                 per_token, policy_stats = algos.policy_loss(
-                    logp, old_logp[chunk], mini_adv, mask, clip_eps_low=self.algo.clip_eps_low,
+                    logp, mini_old, mini_adv, mask, clip_eps_low=self.algo.clip_eps_low,
                     clip_eps_high=self.algo.clip_eps_high, dual_clip_c=self.algo.dual_clip_c)  # (B, T)
                 loss = aggregate(per_token, mask, constant=constant)
                 if ref_logp is not None and self.algo.kl_mode == "loss":
@@ -297,7 +309,7 @@ class GRPOTrainer:
                                    "clip_frac": policy_stats["clip_frac"], "ratio_mean": policy_stats["ratio_mean"]}.items():
                     stats.setdefault(key, []).append(float(value))
         self.scheduler.step()
-        return {key: sum(values) / len(values) for key, values in stats.items()}
+        return {key: sum(values) / len(values) for key, values in stats.items()}, on_policy
 
     def critic_loss(self, mini, chunk, values, critic_targets, mask, stats) -> torch.Tensor:
         returns, old_values = critic_targets
@@ -314,23 +326,31 @@ class GRPOTrainer:
         # sample
         batch, sample_stats = self.sample(step)
         sample_s = time.time() - started
-        if batch is None:
-            return {"step": step, "skipped": 1.0, "time/step_s": time.time() - started, **{k: v for k, v in sample_stats.items() if k != "scores"}}
+        sampled = sample_stats.pop("all_scores")
+        if batch is None:  # dynamic sampling found no group with reward spread: nothing to learn from
+            log.warning("step %d: no group with reward spread after %d sampling rounds; update skipped",
+                        step, sample_stats["sampling_rounds"])
+            return {"step": step, "skipped": 1.0, **sampled_reward_metrics(sampled), "time/step_s": time.time() - started,
+                    **{k: v for k, v in sample_stats.items() if k != "scores"}}
         # score
         scores = sample_stats.pop("scores")
         rewards, reward_metrics = self.rewards_of(batch, scores)  # (B,)
         mask = self.loss_mask(batch)  # (B, T)
         self.last_rollouts = [{"id": row["id"], "completion": c.text, "reward": r, "finish_reason": c.finish_reason}
                               for row, c, r in zip(batch.rows, batch.completions, rewards.tolist())]
-        # old and reference log-probs (no grad)
-        with torch.no_grad():
-            old_logp, entropy, _ = self.policy_forward(batch)  # (B, T)
+        # old and reference log-probs (no grad); one on-policy pass gets the old ones from the update itself
+        old_logp = entropy = None
+        if not self.single_pass:
+            with torch.no_grad():
+                old_logp, entropy, _ = self.policy_forward(batch)  # (B, T)
         ref_logp = self.reference_logprobs(batch) if self.reference is not None else None
         # advantage
         advantages, critic_targets, adv_metrics = self.advantages(batch, rewards.to(self.device), mask, old_logp, ref_logp)
         # update
         update_started = time.time()
-        update_stats = self.update(batch, advantages, critic_targets, old_logp, ref_logp)
+        update_stats, on_policy = self.update(batch, advantages, critic_targets, old_logp, ref_logp)
+        if on_policy is not None:
+            old_logp, entropy = on_policy
         # sync: the backend must sample from the updated weights next step
         self.backend.sync_weights(self.policy)
         metrics = self.step_metrics(step, batch, scores, rewards, old_logp, ref_logp, entropy, mask)
@@ -367,6 +387,13 @@ class GRPOTrainer:
         # Stale-weights detector: the backend's log-probs against the trainer's, same tokens.
         metrics["rollout/logprob_abs_diff"] = algos.masked_mean((batch.rollout_logprobs.to(self.device) - old_logp).abs(), completion_mask).item()
         return metrics
+
+
+def sampled_reward_metrics(scores: list) -> dict:
+    """Reward and accuracy over everything sampled (kept or not), for steps without an update."""
+    totals = [t for s in scores for t in s.totals]
+    correct = [c for s in scores for c in s.correct]
+    return {"reward/total": sum(totals) / max(1, len(totals)), "accuracy": sum(correct) / max(1, len(correct))}
 
 
 def algos_critic(policy, algo: AlgorithmConfig, model_dir: str):
@@ -511,7 +538,7 @@ def main(config: dict, inputs: dict, outputs: dict) -> None:
     random.seed(config["seed"])
     device = pick_device(config["device"])
     scratch = Path(outputs["scratch"])
-    trainer = GRPOTrainer(config, inputs, outputs, device)
+    trainer = GRPOTrainer(config, inputs, device)
     try:
         trained = train(trainer, config, inputs, scratch)
     except GuardStop as stop:

