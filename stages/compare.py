@@ -216,7 +216,7 @@ def training_table(metrics_by_run: dict[str, list[dict] | None]) -> tuple[list[s
             continue
         summary = summarise_training(records)
         reward, accuracy = summary["metrics"]["reward/total"] or {}, summary["metrics"]["accuracy"] or {}
-        rows.append([run, str(summary["last_step"]), fmt_fraction(reward.get("last")), fmt_fraction(reward.get("best")),
+        rows.append([run, str(summary["num_steps"]), fmt_fraction(reward.get("last")), fmt_fraction(reward.get("best")),
                      fmt_fraction(accuracy.get("last")), fmt_fraction(accuracy.get("best")),
                      fmt_duration(summary["total_time_s"])])
     return header, rows

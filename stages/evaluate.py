@@ -23,7 +23,7 @@ from stages.core.eval_metrics import summarise_samples
 from stages.core.modeling import load_causal_lm, load_tokenizer, pick_device, resolve_model_path, set_cpu_threads
 from stages.core.prompting import encode_prompts
 from stages.core.rollout import SamplingSettings, make_backend, resolve_backend_name
-from stages.core.scoring import score_completions
+from stages.core.scoring import prefetch_code_results, score_completions
 
 log = logging.getLogger("r1zero.evaluate")
 FORMAT_REWARD = "format_strict"
@@ -81,6 +81,7 @@ def main(config: dict, inputs: dict, outputs: dict) -> None:
     if config["max_prompts"]:
         rows = rows[:config["max_prompts"]]
     groups = sample_rows(inputs["model"], rows, config, device)
+    prefetch_code_results([c.text for group in groups for c in group], [row for row, group in zip(rows, groups) for _ in group])
     samples = []
     for row, completions in zip(rows, groups):
         scored = score_completions([c.text for c in completions], [row] * len(completions), config["rewards"])

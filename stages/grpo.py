@@ -35,7 +35,7 @@ from stages.core.guards import GuardStop, TrainingGuards
 from stages.core.modeling import completion_logits, load_causal_lm, load_tokenizer, pick_device, set_cpu_threads, token_logprobs
 from stages.core.prompting import encode_prompts
 from stages.core.rollout import Completion, SamplingSettings, make_backend, resolve_backend_name
-from stages.core.scoring import score_completions
+from stages.core.scoring import prefetch_code_results, score_completions
 
 log = logging.getLogger("r1zero.grpo")
 
@@ -173,6 +173,8 @@ class GRPOTrainer:
             settings = dataclasses.replace(self.sampling, seed=self.config["seed"] * 1_000_003 + step * 101 + stats["sampling_rounds"])
             groups = self.backend.generate([self.prompt_ids[i] for i in indices], settings)
             stats["groups_sampled"] += len(groups)
+            prefetch_code_results([c.text for group_ in groups for c in group_],
+                                  [self.rows[i] for i in indices for _ in range(group)])
             for index, completions in zip(indices, groups):
                 rows = [self.rows[index]] * group
                 scored = score_completions([c.text for c in completions], rows, self.weights_by_task)

@@ -173,6 +173,7 @@ def summarise_training(records: Sequence[dict]) -> dict:
     steps = [record["step"] for record in records]
     return {
         "num_records": len(records),
+        "num_steps": len(set(steps)),
         "first_step": min(steps),
         "last_step": max(steps),
         "total_time_s": sum(step_times) if step_times else None,

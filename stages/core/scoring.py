@@ -32,6 +32,19 @@ def primary_reward(weights: dict[str, float]) -> str:
     return next(iter(weights))
 
 
+def prefetch_code_results(completions: list[str], rows: list[dict]) -> None:
+    """Run the sandboxes of a whole batch's code completions in parallel before scoring.
+
+    The code rewards read the results from their cache; without this, scoring waits on one
+    sandbox at a time (50-100 ms each, seconds for a program that times out).
+    """
+    picked = [(c, r) for c, r in zip(completions, rows) if r.get("task") == "code"]
+    if picked:
+        from verifiers.code_reward import code_results_batch
+
+        code_results_batch([c for c, _ in picked], [r for _, r in picked])
+
+
 def score_completions(completions: list[str], rows: list[dict], weights_by_task: dict[str, dict[str, float]]) -> Scored:
     results = score_batch(completions, rows, weights_by_task)
     totals = [total for total, _ in results]
