@@ -22,7 +22,7 @@ from pipeline.stage_cli import run_stage
 from stages.core.eval_metrics import summarise_samples
 from stages.core.modeling import load_causal_lm, load_tokenizer, pick_device, resolve_model_path, set_cpu_threads
 from stages.core.prompting import encode_prompts
-from stages.core.rollout import SamplingSettings, make_backend, resolve_backend_name
+from stages.core.rollout import SamplingSettings, make_backend, resolve_backend_name, vllm_max_model_len
 from stages.core.scoring import prefetch_code_results, score_completions
 
 log = logging.getLogger("r1zero.evaluate")
@@ -58,7 +58,11 @@ def sample_rows(model_dir: str, rows: list[dict], config: dict, device) -> list[
         backend = make_backend("hf", model=load_causal_lm(model_dir, device=device), tokenizer=tokenizer, device=device,
                                batch_size=config["batch_size"])
     else:
-        backend = make_backend("vllm", model_dir=resolve_model_path(model_dir), tokenizer=tokenizer, seed=config["seed"])
+        from transformers import AutoConfig
+
+        local_dir = resolve_model_path(model_dir)
+        backend = make_backend("vllm", model_dir=local_dir, tokenizer=tokenizer, seed=config["seed"],
+                               max_model_len=vllm_max_model_len(AutoConfig.from_pretrained(local_dir)))
     try:
         prompts = encode_prompts(tokenizer, rows)
         chunk = max(1, 256 // config["num_samples"])  # bounded memory, progress visible

@@ -34,7 +34,7 @@ from stages.core import algorithms as algos
 from stages.core.guards import GuardStop, TrainingGuards
 from stages.core.modeling import completion_logits, load_causal_lm, load_tokenizer, pick_device, set_cpu_threads, token_logprobs
 from stages.core.prompting import encode_prompts
-from stages.core.rollout import Completion, SamplingSettings, make_backend, resolve_backend_name
+from stages.core.rollout import Completion, SamplingSettings, make_backend, resolve_backend_name, vllm_max_model_len
 from stages.core.scoring import prefetch_code_results, score_completions
 
 log = logging.getLogger("r1zero.grpo")
@@ -411,7 +411,9 @@ def make_rollout_backend(name: str, policy, tokenizer, model_dir: str, config: d
 
     return make_backend("vllm", model_dir=resolve_model_path(model_dir), tokenizer=tokenizer,
                         gpu_memory_utilization=config["rollout"]["gpu_memory_utilization"],
-                        enable_sleep_mode=config["rollout"]["enable_sleep_mode"], seed=config["seed"])
+                        enable_sleep_mode=config["rollout"]["enable_sleep_mode"], seed=config["seed"],
+                        max_model_len=vllm_max_model_len(policy.config), dtype=str(policy.dtype).removeprefix("torch."))
+
 
 
 # ---------------------------------------------------------------- checkpoints

@@ -78,6 +78,16 @@ def vllm_available() -> bool:
     return True
 
 
+def vllm_max_model_len(model_config, cap_tokens: int = 32768) -> int:
+    """vLLM refuses a context longer than the model's positions; the cap keeps the KV cache sane.
+
+    >>> from types import SimpleNamespace
+    >>> vllm_max_model_len(SimpleNamespace(max_position_embeddings=512))
+    512
+    """
+    return min(getattr(model_config, "max_position_embeddings", None) or cap_tokens, cap_tokens)
+
+
 def resolve_backend_name(name: str) -> str:
     """Map ``auto`` to ``vllm`` when it imports and ``hf`` otherwise."""
     if name == "auto":
