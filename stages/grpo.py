@@ -27,7 +27,7 @@ from pathlib import Path
 import torch
 
 from pipeline.algorithm_config import AlgorithmConfig, GuardConfig
-from pipeline.artifacts import atomic_directory, config_hash, file_hash, provenance, read_jsonl, write_json_atomic
+from pipeline.artifacts import atomic_directory, config_hash, file_hash, provenance, read_json, read_jsonl, write_json_atomic
 from pipeline.metrics import MetricsLogger
 from pipeline.stage_cli import run_stage
 from stages.core import algorithms as algos
@@ -450,9 +450,7 @@ def latest_checkpoint(scratch: Path, identity: str) -> Path | None:
     checkpoints = sorted((scratch / "checkpoints").glob("step_*"))
     if not checkpoints:
         return None
-    progress = (checkpoints[-1] / "progress.json")
-    from pipeline.artifacts import read_json
-
+    progress = checkpoints[-1] / "progress.json"
     if not progress.exists() or read_json(progress).get("identity") != identity:
         stale = scratch / f"stale-{int(time.time())}"
         log.warning("checkpoints in %s were made with another config or start model; moved to %s", scratch, stale)
@@ -465,7 +463,6 @@ def latest_checkpoint(scratch: Path, identity: str) -> Path | None:
 
 
 def restore(trainer: GRPOTrainer, checkpoint: Path) -> int:
-    from pipeline.artifacts import read_json
     from safetensors.torch import load_file
 
     progress = read_json(checkpoint / "progress.json")
