@@ -9,6 +9,7 @@ Example:
 """
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 from pipeline.config import DEFAULT_CONFIG, Config, deep_merge, read_yaml, validate_config, write_snapshots
@@ -28,6 +29,9 @@ class Paths:
 
     def data_stats(self, dataset: str) -> str:
         return f"{self.results}/data/{dataset}/stats.json"
+
+    def data_meta(self, dataset: str) -> str:
+        return f"{self.results}/data/{dataset}/meta.json"
 
     def base_model(self, base: str) -> str:
         return f"{self.results}/models/{base}/model"
@@ -113,12 +117,7 @@ class Workflow:
             targets.append(self.paths.compare(self.cfg.compare.name))
         return targets
 
-    def datasets_needed(self) -> list[str]:
-        return sorted(self.cfg.datasets)
-
 
 def wildcard_pattern(names) -> str:
     """A regex that matches exactly these names (for wildcard_constraints)."""
-    import re
-
     return "|".join(re.escape(n) for n in sorted(names)) or "(?!)"

@@ -222,11 +222,13 @@ def main(config: dict, inputs: dict, outputs: dict) -> None:
         stats["counts"][name] = len(splits[name])
     stats["overlaps"] = check_overlap(splits)
     for name, rows in splits.items():
-        if name not in outputs:
-            raise DataError(f"split {name!r} has no output path; outputs given: {', '.join(outputs)}")
+        if name not in outputs or name in ("stats", "meta"):
+            raise DataError(f"split {name!r} has no output path (or collides with stats/meta); outputs given: {', '.join(outputs)}")
         write_jsonl_atomic(outputs[name], rows)
-    stats["meta"] = provenance(stage="prepare_data", config=config, inputs=inputs, started_at=started)
-    write_json_atomic(outputs["stats"], stats)
+    meta = provenance(stage="prepare_data", config=config, inputs=inputs, started_at=started)
+    write_json_atomic(outputs["stats"], {**stats, "meta": meta})
+    if "meta" in outputs:
+        write_json_atomic(outputs["meta"], meta)
     log.info("dataset %s: %s", config["name"], stats["counts"])
 
 

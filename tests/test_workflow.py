@@ -67,7 +67,8 @@ def finished_run(tmp_path_factory):
 def test_full_run_writes_every_artefact_with_provenance(finished_run):
     tmp_path, _ = finished_run
     results = tmp_path / "results"
-    for directory in ["models/tiny/model", "coldstart/sft/model", "r1zero/grpo/model", "coldstart/grpo/model"]:
+    for directory in ["data/countdown", "models/tiny/model", "coldstart/sft/model", "r1zero/grpo/model", "coldstart/grpo/model",
+                      "r1zero/report", "compare/smoke"]:
         meta = json.loads((results / directory / "meta.json").read_text())
         assert {"config", "config_hash", "code_version", "inputs", "libraries", "device"} <= set(meta), directory
     for run in ["r1zero", "coldstart"]:

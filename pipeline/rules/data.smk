@@ -6,10 +6,11 @@ rule prepare_data:
         train=P.data("{dataset}", "train"),
         test=P.data("{dataset}", "test"),
         stats=P.data_stats("{dataset}"),
+        meta=P.data_meta("{dataset}"),
     log:
         P.log("prepare_data", "{dataset}"),
     benchmark:
         P.benchmark("prepare_data", "{dataset}")
     shell:
         "{PY} -m stages.prepare_data --config {input.snapshot} "
-        "--output train={output.train} --output test={output.test} --output stats={output.stats} 2> {log}"
+        "--output train={output.train} --output test={output.test} --output stats={output.stats} --output meta={output.meta} 2> {log}"
