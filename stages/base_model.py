@@ -47,7 +47,7 @@ def corpus_sequences(tokenizer, pretrain: dict, source: dict, template: str, hel
         if text_style == "drill":
             text = arithmetic_drill(rng, problem, **chain_options)
         else:
-            question = generators.countdown_question(problem.numbers, problem.target, style)
+            question = generators.countdown_question(problem.numbers, problem.target, style, chain_options["ops"])
             text = template.replace("{question}", question) + countdown_completion(
                 rng, problem, style=text_style, hint_prob=pretrain["hint_prob"], max_attempts=pretrain["max_attempts"],
                 **chain_options)
