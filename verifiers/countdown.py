@@ -252,7 +252,12 @@ _PRECEDENCE = {"+": 1, "-": 1, "*": 2, "/": 2, "atom": 3}
 Expr = tuple[str, int]  # (text, precedence of its top operator)
 
 
-def _apply(op: str, left: Fraction, right: Fraction) -> Fraction | None:
+def apply_operator(op: str, left: Fraction, right: Fraction) -> Fraction | None:
+    """``left op right`` in exact arithmetic; None for a division by zero.
+
+    >>> apply_operator("/", Fraction(3), Fraction(4))
+    Fraction(3, 4)
+    """
     if op == "+":
         return left + right
     if op == "-":
@@ -307,7 +312,7 @@ class _Solver:
                     # + and * commute; - and / need both operand orders.
                     orders = ((first, second), (second, first)) if op in "-/" else ((first, second),)
                     for (left, left_expr), (right, right_expr) in orders:
-                        value = _apply(op, left, right)
+                        value = apply_operator(op, left, right)
                         if value is not None and value not in reached:
                             reached[value] = _format(op, left_expr, right_expr)
         self.values[mask] = reached

@@ -13,6 +13,8 @@ Example (one GRPO step on one group of four):
 """
 from __future__ import annotations
 
+import abc
+
 from typing import TYPE_CHECKING, Callable
 
 import torch
@@ -501,13 +503,14 @@ def keep_groups_with_spread(rewards: torch.Tensor, group_size: int, eps: float =
 # ---------------------------------------------------------------------------------------------
 
 
-class KLController:
+class KLController(abc.ABC):
     """Holds beta, the KL coefficient; ``update`` is called once per step with the measured KL."""
 
     beta: float
 
+    @abc.abstractmethod
     def update(self, measured_kl: float, num_samples: int) -> None:
-        raise NotImplementedError
+        """Adjust ``beta`` after a step that measured ``measured_kl`` over ``num_samples``."""
 
 
 class FixedKLController(KLController):

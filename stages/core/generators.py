@@ -15,6 +15,8 @@ import random
 from dataclasses import dataclass
 from fractions import Fraction
 
+from verifiers.countdown import apply_operator
+
 COUNTDOWN_OPS = "+-*/"
 
 
@@ -75,17 +77,13 @@ def _fmt(value: Fraction | int) -> str:
 
 
 def apply_op(op: str, left: Fraction, right: Fraction) -> Fraction:
-    if op == "+":
-        return left + right
-    if op == "-":
-        return left - right
-    if op == "*":
-        return left * right
-    if op == "/":
-        if right == 0:
-            raise ZeroDivisionError("division by zero in a chain")
-        return left / right
-    raise ValueError(f"unknown operator {op!r}; allowed: {COUNTDOWN_OPS}")
+    """The Countdown reward's own arithmetic, raising on a division by zero."""
+    if op not in COUNTDOWN_OPS:
+        raise ValueError(f"unknown operator {op!r}; allowed: {COUNTDOWN_OPS}")
+    value = apply_operator(op, left, right)
+    if value is None:
+        raise ZeroDivisionError("division by zero in a chain")
+    return value
 
 
 def chain_is_clean(chain: Chain) -> bool:
@@ -163,6 +161,7 @@ def countdown_question(numbers: tuple[int, ...] | list[int], target: int, style:
 def countdown_rows(count: int, seed: int, *, question_style: str = "full", **problem_kwargs) -> list[dict]:
     """``count`` Countdown example rows (unique by numbers and target)."""
     rng = random.Random(seed)
+    ops = problem_kwargs.get("ops", COUNTDOWN_OPS)
     rows, seen = [], set()
     attempts = 0
     while len(rows) < count:
@@ -180,11 +179,10 @@ def countdown_rows(count: int, seed: int, *, question_style: str = "full", **pro
             "id": f"countdown-{seed}-{len(rows)}",
             "source": "generator:countdown",
             "task": "countdown",
-            "question": countdown_question(problem.numbers, problem.target, question_style,
-                                           problem_kwargs.get("ops", COUNTDOWN_OPS)),
+            "question": countdown_question(problem.numbers, problem.target, question_style, ops),
             "answer": problem.chain.expression(),
             "meta": {"numbers": list(problem.numbers), "target": problem.target,
-                     "ordered": bool(problem_kwargs.get("ordered", False)), "ops": problem_kwargs.get("ops", COUNTDOWN_OPS)},
+                     "ordered": bool(problem_kwargs.get("ordered", False)), "ops": ops},
         })
     return rows
 
