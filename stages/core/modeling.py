@@ -13,6 +13,7 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+import torch.utils.checkpoint
 
 POINTER_FILE = "source.json"  # a base-model artefact that points at a hub snapshot or local dir
 
@@ -81,11 +82,58 @@ def load_tokenizer(path_or_id: str | os.PathLike):
     return tokenizer
 
 
-def load_causal_lm(path_or_id: str | os.PathLike, *, device: torch.device, dtype: str = "float32"):
+DTYPES = ("float32", "bfloat16", "float16")
+
+
+def torch_dtype(name: str) -> torch.dtype:
+    """The torch dtype for a config name (``float32`` | ``bfloat16`` | ``float16``).
+
+    >>> torch_dtype("bfloat16")
+    torch.bfloat16
+    """
+    if name not in DTYPES:
+        raise ValueError(f"dtype: {name!r} is not allowed; use one of {', '.join(DTYPES)}")
+    return getattr(torch, name)
+
+
+def saved_dtype(path_or_id: str | os.PathLike) -> str:
+    """The dtype a saved HF model records in its config.json (``float32`` if it records none).
+
+    transformers 5 writes ``dtype``; older versions wrote ``torch_dtype``.
+    """
+    config = json.loads((Path(resolve_model_path(path_or_id)) / "config.json").read_text())
+    name = config.get("dtype") or config.get("torch_dtype") or "float32"
+    return name if name in DTYPES else "float32"
+
+
+def load_causal_lm(path_or_id: str | os.PathLike, *, device: torch.device, dtype: str = "float32",
+                   gradient_checkpointing: bool = False):
+    """A causal LM with its weights in ``dtype`` on ``device``.
+
+    ``dtype="auto"`` means the dtype the model's config.json records (evaluating a saved model as
+    it was saved). Models that are trained keep float32 weights and get bfloat16/float16 through
+    ``stages.core.precision.MixedPrecision``; frozen models (reference, evaluation) load directly in
+    the low dtype. ``gradient_checkpointing`` recomputes each decoder layer in the backward pass
+    instead of keeping its activations (it only acts in ``model.train()`` mode).
+
+    Example:
+        >>> model = load_causal_lm("results/models/tiny/model", device=torch.device("cpu"),
+        ...                        dtype="auto")  # doctest: +SKIP
+    """
     from transformers import AutoModelForCausalLM
 
-    model = AutoModelForCausalLM.from_pretrained(resolve_model_path(path_or_id), dtype=getattr(torch, dtype))
-    return model.to(device)
+    local_dir = resolve_model_path(path_or_id)
+    name = saved_dtype(local_dir) if dtype == "auto" else dtype
+    model = AutoModelForCausalLM.from_pretrained(local_dir, dtype=torch_dtype(name)).to(device)
+    if gradient_checkpointing:
+        enable_gradient_checkpointing(model)
+    return model
+
+
+def enable_gradient_checkpointing(model) -> None:
+    """Recompute decoder layers in backward (non-reentrant: works with frozen inputs and autocast)."""
+    model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    model.config.use_cache = False  # a KV cache is useless when training and conflicts with recomputation
 
 
 def token_logprobs(logits: torch.Tensor, target_ids: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
@@ -104,6 +152,107 @@ def completion_logits(model, input_ids: torch.Tensor, attention_mask: torch.Tens
     input_ids (B, L) = left-padded prompt + right-padded completion; returns (B, T, V) with
     T = num_completion_tokens, aligned so that logits[:, t] predicts completion token t.
     """
-    position_ids = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)  # left padding: positions start at 0
-    logits = model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids).logits  # (B, L, V)
+    logits = model(input_ids=input_ids, attention_mask=attention_mask,
+                   position_ids=left_pad_position_ids(attention_mask)).logits  # (B, L, V)
     return logits[:, -num_completion_tokens - 1:-1, :]
+
+
+def left_pad_position_ids(attention_mask: torch.Tensor) -> torch.Tensor:
+    """Position ids that start at 0 at each row's first real token (rows are left-padded).
+
+    >>> left_pad_position_ids(torch.tensor([[0, 1, 1], [1, 1, 1]])).tolist()
+    [[0, 0, 1], [0, 1, 2]]
+    """
+    return (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
+
+
+def completion_hidden_states(model, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                             num_completion_tokens: int) -> torch.Tensor:
+    """The trunk's final hidden states at the positions that predict the completion: (B, T, H).
+
+    Runs ``model.base_model`` (the decoder without the LM head) so no (B, L, V) logits are ever
+    made; ``hidden[:, t]`` predicts completion token t, like ``completion_logits``.
+    """
+    if input_ids.shape[1] <= num_completion_tokens:
+        raise ValueError(f"input_ids has {input_ids.shape[1]} positions; need more than the "
+                         f"{num_completion_tokens} completion tokens (at least one prompt token)")
+    hidden = model.base_model(input_ids=input_ids, attention_mask=attention_mask,
+                              position_ids=left_pad_position_ids(attention_mask), use_cache=False).last_hidden_state  # (B, L, H)
+    return hidden[:, -num_completion_tokens - 1:-1]  # (B, T, H)
+
+
+def _chunk_logprobs(head, hidden: torch.Tensor, targets: torch.Tensor, temperature: float,
+                    with_entropy: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """Selected-token log-prob and entropy for one chunk: hidden (n, H), targets (n,) -> (n,), (n,).
+
+    Uses logsumexp instead of a full log_softmax so only the float32 logits and one (n, V)
+    temporary are alive at once.
+    """
+    logits = head(hidden).float() / temperature  # (n, V) float32 whatever the weight dtype
+    log_norm = torch.logsumexp(logits, dim=-1)  # (n,)
+    logp = logits.gather(-1, targets.unsqueeze(-1)).squeeze(-1) - log_norm  # (n,)
+    if not with_entropy:
+        return logp, torch.zeros_like(logp)
+    probs = torch.softmax(logits, dim=-1)  # (n, V)
+    entropy = log_norm - (probs * logits).sum(-1)  # (n,): H = log Z - E_p[logit]
+    return logp, entropy
+
+
+def chunked_head_logprobs(head, hidden: torch.Tensor, targets: torch.Tensor, *, temperature: float = 1.0,
+                          with_entropy: bool = False, chunk_tokens: int = 4096) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Apply the LM ``head`` to ``hidden`` (B, T, H) chunk by chunk; return float32 log-probs of
+    ``targets`` (B, T) under softmax(logits / temperature) and, if asked, the entropy (B, T).
+
+    At most ``chunk_tokens`` rows of (V,) logits exist at a time. With grad enabled each chunk is
+    checkpointed: its logits are dropped after the forward and recomputed in the backward, so the
+    backward's extra memory is bounded by the chunk too.
+
+    Example:
+        >>> head = torch.nn.Linear(8, 50, bias=False)
+        >>> logp, ent = chunked_head_logprobs(head, torch.randn(2, 3, 8), torch.zeros(2, 3, dtype=torch.long),
+        ...                                   with_entropy=True, chunk_tokens=4)
+        >>> tuple(logp.shape), logp.dtype, tuple(ent.shape)
+        ((2, 3), torch.float32, (2, 3))
+    """
+    if chunk_tokens < 1:
+        raise ValueError(f"chunk_tokens: {chunk_tokens} must be >= 1")
+    batch_size, num_tokens, hidden_size = hidden.shape
+    flat_hidden = hidden.reshape(-1, hidden_size)  # (B*T, H)
+    flat_targets = targets.reshape(-1)  # (B*T,)
+    checkpointed = torch.is_grad_enabled() and (hidden.requires_grad or any(p.requires_grad for p in head.parameters()))
+    logps, entropies = [], []
+    for start in range(0, flat_hidden.shape[0], chunk_tokens):
+        args = (head, flat_hidden[start:start + chunk_tokens], flat_targets[start:start + chunk_tokens], temperature, with_entropy)
+        if checkpointed:
+            logp, entropy = torch.utils.checkpoint.checkpoint(_chunk_logprobs, *args, use_reentrant=False)
+        else:
+            logp, entropy = _chunk_logprobs(*args)
+        logps.append(logp)
+        entropies.append(entropy)
+    logp = torch.cat(logps).view(batch_size, num_tokens)  # (B, T)
+    entropy = torch.cat(entropies).view(batch_size, num_tokens) if with_entropy else None  # (B, T)
+    return logp, entropy
+
+
+def completion_logprobs(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, num_completion_tokens: int, *,
+                        temperature: float = 1.0, with_entropy: bool = False,
+                        chunk_tokens: int = 4096) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Float32 log-probs (B, T) of the last ``num_completion_tokens`` tokens of ``input_ids`` and,
+    if asked, the entropy (B, T) of each predicting distribution, without (B, T, V) logits.
+
+    input_ids (B, L) = left-padded prompt + right-padded completion (as for ``completion_logits``).
+    Equals ``token_logprobs(completion_logits(...), targets, temperature)``; the peak extra memory
+    is ``chunk_tokens`` x V floats instead of B x T x V (see benchmarks/bench_logprobs.py).
+
+    Example:
+        >>> from transformers import Qwen2ForCausalLM
+        >>> model = Qwen2ForCausalLM(tiny_qwen2_config(vocab_size=40, hidden_size=16, num_layers=1, num_heads=2))
+        >>> ids = torch.tensor([[0, 5, 6, 7, 8]]); attention = torch.tensor([[0, 1, 1, 1, 1]])
+        >>> logp, entropy = completion_logprobs(model, ids, attention, 2, with_entropy=True, chunk_tokens=1)
+        >>> tuple(logp.shape), logp.dtype, tuple(entropy.shape)
+        ((1, 2), torch.float32, (1, 2))
+    """
+    hidden = completion_hidden_states(model, input_ids, attention_mask, num_completion_tokens)  # (B, T, H)
+    targets = input_ids[:, -num_completion_tokens:]  # (B, T)
+    return chunked_head_logprobs(model.get_output_embeddings(), hidden, targets, temperature=temperature,
+                                 with_entropy=with_entropy, chunk_tokens=chunk_tokens)
