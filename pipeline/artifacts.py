@@ -155,6 +155,16 @@ def device_description() -> str:
     return f"cpu ({os.cpu_count()} cores, {platform.machine()})"
 
 
+def _stage_code_hash(stage: str) -> str | None:
+    """The hash of the stage module and the project code it imports (see pipeline/code_deps.py)."""
+    from pipeline.code_deps import code_hash
+
+    try:
+        return code_hash(f"stages.{stage}")
+    except ValueError:  # a stage name with no module of its own
+        return None
+
+
 def provenance(*, stage: str, config: Any, inputs: dict[str, Any], started_at: float, extra: dict | None = None) -> dict:
     """The ``meta.json`` record for an artefact produced by ``stage``."""
     input_hashes = {}
@@ -166,6 +176,7 @@ def provenance(*, stage: str, config: Any, inputs: dict[str, Any], started_at: f
         "config": config,
         "config_hash": config_hash(config),
         "code_version": code_version(),
+        "code_hash": _stage_code_hash(stage),
         "inputs": input_hashes,
         "libraries": library_versions(),
         "device": device_description(),

@@ -1,7 +1,9 @@
 """The ``r1zero`` command line.
 
     r1zero run [SNAKEMAKE ARGS...]        the workflow (snakemake --cores N ...), default config unless --configfile
-    r1zero check-config FILE.yaml         validate a config and print the stages it defines
+    r1zero check-config FILE.yaml [--show]  validate a config (layered onto the default) and print its
+                                          stages, or with --show the merged config that will run
+    r1zero status [--configfile FILE]     how far each job has got (GRPO step, reward, accuracy)
     r1zero compare RUN [RUN...]           put finished runs side by side (table + overlaid curves)
     r1zero verify FILE.jsonl [--json]     audit the math verifier on {gold, pred[, equal]} rows
     r1zero sandbox PROGRAM.py --tests T   run one program in the sandbox, print per-test verdicts
@@ -19,7 +21,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-from pipeline.config import ConfigError, load_config, stage_snapshots
+import yaml
+
+from pipeline.config import DEFAULT_CONFIG, ConfigError, load_config, read_yaml, stage_snapshots
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -37,9 +41,26 @@ def cmd_check_config(args: argparse.Namespace, extra: list[str]) -> int:
     except ConfigError as error:
         print(error, file=sys.stderr)
         return 2
-    print(f"{args.config}: valid")
+    if args.show:  # the merged config that will run (layered onto the default unless whole)
+        print(yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False), end="")
+        return 0
+    layered = "a whole config" if not cfg.inherit_default else f"layered onto {DEFAULT_CONFIG.name}"
+    print(f"{args.config}: valid ({layered}); runs: {', '.join(cfg.runs)}")
     for key in stage_snapshots(cfg):
         print(f"  {key}")
+    return 0
+
+
+def cmd_status(args: argparse.Namespace, extra: list[str]) -> int:
+    from pipeline.status import status_lines
+    from pipeline.workflow import Workflow
+
+    try:
+        workflow = Workflow.from_snakemake_config(read_yaml(args.configfile) if args.configfile else {})
+    except ConfigError as error:
+        print(error, file=sys.stderr)
+        return 2
+    print("\n".join(status_lines(workflow)))
     return 0
 
 
@@ -79,7 +100,11 @@ def build_parser() -> argparse.ArgumentParser:
     run.set_defaults(func=cmd_run)
     check = sub.add_parser("check-config", help="validate a config file")
     check.add_argument("config")
+    check.add_argument("--show", action="store_true", help="print the merged config that will run")
     check.set_defaults(func=cmd_check_config)
+    status = sub.add_parser("status", help="how far each job of the workflow has got")
+    status.add_argument("--configfile", default=None, help="the config the workflow runs (default: the default)")
+    status.set_defaults(func=cmd_status)
     compare = sub.add_parser("compare", help="compare finished runs")
     compare.add_argument("runs", nargs="+", metavar="RUN")
     compare.add_argument("--results", default="results", help="results directory (default: results)")

@@ -36,6 +36,9 @@ class Strict(BaseModel):
 
 
 # ---------------------------------------------------------------- data
+GENERATOR_TASKS = {"countdown": "countdown", "arithmetic": "math"}  # the task of each generator's rows
+
+
 class GeneratorSource(Strict):
     kind: Literal["generator"]
     name: Literal["countdown", "arithmetic"]
@@ -166,11 +169,23 @@ class GRPOConfig(Strict):
     max_grad_norm: float = Field(1.0, gt=0)
     checkpoint_every: int = Field(10, ge=1)
     keep_checkpoints: int = Field(2, ge=1)
+    # Publish the policy's weights every N steps (results/{run}/grpo/snapshots/step_NNNNNN/) for
+    # evaluation curves over training; 0 publishes none. Resume checkpoints are separate scratch.
+    eval_every: int = Field(0, ge=0)
     seed: int = 0
     algorithm: AlgorithmConfig = Field(default_factory=AlgorithmConfig)
     guards: GuardConfig = Field(default_factory=GuardConfig)
     rollout: RolloutConfig = Field(default_factory=RolloutConfig)
     logging: LoggingConfig = Field(default_factory=LoggingConfig)
+    # Memory. Every forward pass (old log-probs, reference, critic, update) runs in micro-batches:
+    # micro_batch_size sequences each, or -- dynamic batching -- as many length-sorted sequences
+    # as fit max_tokens_per_micro_batch padded tokens (rows x longest prompt + completion). None
+    # for both: one micro-batch per minibatch. Losses are scaled so that the accumulated gradient
+    # equals the unbatched one.
+    micro_batch_size: int | None = Field(None, ge=1)
+    max_tokens_per_micro_batch: int | None = Field(None, ge=1)
+    gradient_checkpointing: bool = False  # recompute decoder layers in backward (policy and critic)
+    logprob_chunk_tokens: int = Field(4096, ge=1)  # positions per chunk of the LM head + log-softmax
 
     @model_validator(mode="after")
     def _check_lengths(self):
@@ -178,6 +193,24 @@ class GRPOConfig(Strict):
         if self.algorithm.truncation == "overlong_penalty" and buffer > self.max_new_tokens:
             raise ValueError(f"algorithm.overlong_buffer_tokens ({buffer}) must not exceed max_new_tokens "
                              f"({self.max_new_tokens}); DAPO used 4096 of 20480")
+        return self
+
+    @model_validator(mode="after")
+    def _check_micro_batches(self):
+        if self.micro_batch_size is not None and self.max_tokens_per_micro_batch is not None:
+            raise ValueError("micro_batch_size and max_tokens_per_micro_batch: set one of them, not both "
+                             "(a sequence count, or a token budget for dynamic batching)")
+        return self
+
+    @model_validator(mode="after")
+    def _check_truncated_sampling(self):
+        # The trainer's log-probs (old, new, reference) are over the full vocabulary. Sampling
+        # from a top-p-truncated distribution makes the rollout policy a different one, so every
+        # ratio (PPO, GSPO, CISPO, the mismatch correction) would be biased -- a known bug class.
+        if self.top_p < 1.0:
+            raise ValueError(f"top_p: {self.top_p} is not supported for training; the trainer's log-probs are "
+                             "over the full vocabulary, so truncated sampling would bias every importance ratio. "
+                             "Set top_p: 1.0 (evaluation may still use top_p < 1)")
         return self
 
 
@@ -188,9 +221,28 @@ class RunConfig(Strict):
 
 
 # ---------------------------------------------------------------- evaluation, reports
+# Sampling settings of a bench read from its dataset entry when the config gives none (a
+# preset bench takes them from its protocol instead).
+BENCH_SAMPLING_DEFAULTS = {"num_samples": 8, "temperature": 1.0, "top_p": 1.0, "max_new_tokens": 160}
+
+
 class BenchConfig(Strict):
-    dataset: str
-    split: str = "test"
+    """One benchmark: either a ``datasets:`` entry's split, or a named preset (pipeline/presets.py).
+
+    A preset bench takes its data (hub id, split, field mapping, task) and its sampling protocol
+    (``protocol``, default the preset's) from the preset; any sampling key given here overrides
+    the protocol's value. Its rows are read from the Hugging Face cache, or ``local_path`` (a
+    JSONL/Parquet file or dataset directory in the dataset's own schema).
+    """
+
+    dataset: str | None = None  # a datasets: entry (not with preset)
+    preset: str | None = None  # a bench preset name: gsm8k, math500, aime2024, ... (see pipeline/presets.py)
+    protocol: str | None = None  # preset only: simplerl_zoo, oat_zero, open_r1, codex (None: the preset's default)
+    local_path: str | None = None  # preset only: a local copy in the dataset's schema instead of the HF cache
+    revision: str | None = None  # preset only: a hub revision to pin (None: the preset's)
+    allow_download: bool = False  # preset only: let the job download a dataset missing from the cache
+    prompt: PromptConfig = Field(default_factory=PromptConfig)  # preset only (a dataset entry has its own)
+    split: str | None = None  # dataset: its split (default test); preset: the hub split (default the preset's)
     max_prompts: int = Field(0, ge=0)  # 0 = all
     num_samples: int = Field(8, ge=1)
     temperature: float = Field(1.0, ge=0)
@@ -199,12 +251,48 @@ class BenchConfig(Strict):
     stop_strings: list[str] = Field(default_factory=lambda: ["</answer>"])
     ks: list[int] = Field(default_factory=lambda: [1, 4, 8])
     seed: int = 1234
+    curve: bool = True  # evaluate this bench at every published GRPO snapshot (eval_every), not only at the end
+
+    @model_validator(mode="before")
+    @classmethod
+    def _fill_from_preset(cls, raw: Any) -> Any:
+        if not isinstance(raw, dict):
+            return raw
+        if raw.get("preset") is None:
+            return {"split": "test", **raw}
+        from pipeline.presets import bench_preset
+
+        try:
+            preset = bench_preset(raw["preset"])
+            protocol = preset.protocol(raw.get("protocol"))
+        except KeyError as error:
+            raise ValueError(error.args[0]) from None
+        filled = {**protocol.as_bench_fields(), "split": preset.split, **raw}
+        if "ks" not in raw:  # every k the protocol's n allows, so a one-sample protocol reports pass@1 only
+            filled["ks"] = [k for k in (1, 4, 8, 16, 32) if k <= filled["num_samples"]]
+        return filled
+
+    @model_validator(mode="after")
+    def _check_source(self):
+        if (self.dataset is None) == (self.preset is None):
+            raise ValueError("a bench names exactly one of dataset: (a datasets: entry) or preset: (see pipeline/presets.py)")
+        preset_only = [name for name in ("protocol", "local_path", "revision") if getattr(self, name) is not None]
+        if self.dataset is not None and (preset_only or self.allow_download):
+            raise ValueError(f"{', '.join(preset_only) or 'allow_download'}: only for a preset bench; a dataset bench "
+                             "reads the prepared split of its datasets: entry")
+        return self
 
 
 class EvaluationConfig(Strict):
     benches: dict[str, BenchConfig]
     backend: Literal["auto", "hf", "vllm"] = "auto"
     batch_size: int | None = Field(None, ge=1)
+    # Uncertainty: percentile bootstrap over prompts (intervals) and paired over shared prompts (compare).
+    bootstrap_resamples: int = Field(1000, ge=100)
+    confidence_level: float = Field(0.95, gt=0, lt=1)
+    # maj@k groups answers that the math checker finds equal (1/2 and 0.5); "string" groups equal text only.
+    maj_equivalence: Literal["math", "string"] = "math"
+    reflection_markers: str = "union"  # a list in stages/core/reflection.py: simplerl_zoo, open_reasoner_zero, understand_r1_zero, union
 
 
 class ReportConfig(Strict):
@@ -217,6 +305,9 @@ class CompareConfig(Strict):
 
 
 class Config(Strict):
+    # A file given with --configfile is layered onto pipeline/config/default.yaml key by key; a
+    # file that is a whole experiment on its own (a paper recipe) says inherit_default: false.
+    inherit_default: bool = True
     results_dir: str = "results"
     device: str = "auto"
     datasets: dict[str, DatasetConfig]
@@ -242,13 +333,22 @@ class Config(Strict):
                 problems.append(f"{where}.base: unknown model {run.base!r}; known: {_known(self.models)}")
             if run.grpo.dataset not in self.datasets:
                 problems.append(f"{where}.grpo.dataset: unknown dataset {run.grpo.dataset!r}; known: {_known(self.datasets)}")
+            else:
+                unrewarded = sorted((dataset_tasks(self.datasets[run.grpo.dataset]) or set()) - set(self.rewards))
+                if unrewarded:
+                    problems.append(f"{where}.grpo.dataset: {run.grpo.dataset!r} has {', '.join(unrewarded)} rows but "
+                                    f"rewards: has no entry for {', '.join(unrewarded)}; add rewards.{unrewarded[0]}: "
+                                    "{<reward name>: <weight>}")
             if run.sft and run.sft.source == "tiny_traces" and run.sft.dataset not in self.datasets:
                 problems.append(f"{where}.sft.dataset: unknown dataset {run.sft.dataset!r}; known: {_known(self.datasets)}")
             if run.sft and run.sft.source == "files" and not run.sft.path:
                 problems.append(f"{where}.sft.path: needed when source is 'files'")
         for bench_name, bench in self.evaluation.benches.items():
-            if bench.dataset not in self.datasets:
+            if bench.dataset is not None and bench.dataset not in self.datasets:
                 problems.append(f"evaluation.benches.{bench_name}.dataset: unknown dataset {bench.dataset!r}; known: {_known(self.datasets)}")
+            elif not set(bench_rewards(self, bench_name)) and bench_task(self, bench_name):
+                problems.append(f"evaluation.benches.{bench_name}: its rows are {bench_task(self, bench_name)} rows but "
+                                f"rewards: has no {bench_task(self, bench_name)!r} entry to score them")
         for run_name in self.compare.runs or []:
             if run_name not in self.runs:
                 problems.append(f"compare.runs: unknown run {run_name!r}; known: {_known(self.runs)}")
@@ -324,10 +424,19 @@ def format_validation_error(error: ValidationError, source: str) -> str:
 
 
 def deep_merge(base: dict, override: dict) -> dict:
-    """``override`` on top of ``base``; nested mappings merge, everything else replaces."""
+    """``override`` on top of ``base``; nested mappings merge, everything else replaces.
+
+    A ``None`` (YAML ``null`` or ``~``) in ``override`` removes the key, which is how a layered
+    file leaves out something the default defines (``runs: {coldstart: null}``).
+
+    >>> deep_merge({"runs": {"a": {"lr": 1}, "b": {}}}, {"runs": {"a": {"lr": 2}, "b": None}})
+    {'runs': {'a': {'lr': 2}}}
+    """
     merged = copy.deepcopy(base)
     for key, value in override.items():
-        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+        if value is None:
+            merged.pop(key, None)
+        elif isinstance(value, dict) and isinstance(merged.get(key), dict):
             merged[key] = deep_merge(merged[key], value)
         else:
             merged[key] = copy.deepcopy(value)
@@ -356,11 +465,24 @@ def validate_config(raw: dict, source: str = "config") -> Config:
         raise ConfigError(f"{source}: {error}") from None
 
 
+def layered_config(user: dict) -> dict:
+    """The config that runs: ``user`` layered onto the default, unless it says it is whole.
+
+    Snakemake merges its own ``--configfile`` files and ``--config`` pairs into one mapping in
+    order; this puts that mapping on top of ``pipeline/config/default.yaml`` the same way, so a
+    file that adds one run, or changes one setting of a default run, needs only that part.
+    """
+    if user.get("inherit_default", True) is False:
+        return copy.deepcopy(user)
+    return deep_merge(read_yaml(DEFAULT_CONFIG), user)
+
+
 def load_config(path: str | os.PathLike, overrides: dict | None = None) -> Config:
+    """Validate a config file as the workflow would run it (layered onto the default)."""
     raw = read_yaml(path)
     if overrides:
         raw = deep_merge(raw, overrides)
-    return validate_config(raw, str(path))
+    return validate_config(layered_config(raw), str(path))
 
 
 # ---------------------------------------------------------------- stage snapshots
@@ -382,30 +504,121 @@ def stage_snapshots(cfg: Config) -> dict[str, dict]:
             snaps[f"models/{name}"]["corpus_source"] = corpus_dataset["source"]
             snaps[f"models/{name}"]["corpus_prompt"] = corpus_dataset["prompt"]
     for run_name, run in dump["runs"].items():
+        dtype = dump["models"][run["base"]]["dtype"]
         if run["sft"]:
-            snaps[f"runs/{run_name}/sft"] = {"run": run_name, "base": run["base"], "device": cfg.device, **run["sft"]}
+            snaps[f"runs/{run_name}/sft"] = {"run": run_name, "base": run["base"], "device": cfg.device, "dtype": dtype,
+                                             **run["sft"]}
         snaps[f"runs/{run_name}/grpo"] = {
-            "run": run_name, "base": run["base"], "device": cfg.device, "rewards": dump["rewards"], **run["grpo"],
+            "run": run_name, "base": run["base"], "device": cfg.device, "dtype": dtype,
+            "rewards": rewards_for(cfg, run["grpo"]["dataset"]), **run["grpo"],
         }
-    for bench_name, bench in dump["evaluation"]["benches"].items():
-        snaps[f"eval/{bench_name}"] = {
-            "bench": bench_name, "device": cfg.device, "rewards": dump["rewards"],
-            "backend": dump["evaluation"]["backend"], "batch_size": dump["evaluation"]["batch_size"], **bench,
-        }
+    for bench_name in cfg.evaluation.benches:
+        snaps.update(bench_snapshots(cfg, bench_name))
     snaps["report"] = dump["report"]
     snaps["compare"] = {**dump["compare"], "runs": cfg.compare.runs or sorted(cfg.runs)}
     return snaps
 
 
-def write_snapshots(cfg: Config, results_dir: str | os.PathLike) -> dict[str, Path]:
-    """Write each stage snapshot to ``results/.config/<key>.json``, touching only changed files."""
+GENERATE_KEYS = ("max_prompts", "num_samples", "temperature", "top_p", "max_new_tokens", "stop_strings", "seed")
+
+
+def bench_task(cfg: Config, bench_name: str) -> str | None:
+    """The task of a bench's rows (None when a rows file names its own per row)."""
+    bench = cfg.evaluation.benches[bench_name]
+    if bench.preset is not None:
+        from pipeline.presets import bench_preset
+
+        return bench_preset(bench.preset).task
+    tasks = dataset_tasks(cfg.datasets[bench.dataset])
+    return None if tasks is None else sorted(tasks)[0]
+
+
+def bench_rewards(cfg: Config, bench_name: str) -> dict[str, dict[str, float]]:
+    """The ``rewards`` entries that score a bench: its task's only (every task for a rows file)."""
+    rewards = cfg.model_dump(mode="json")["rewards"]
+    task = bench_task(cfg, bench_name)
+    if task is None:
+        return rewards
+    return {task: rewards[task]} if task in rewards else {}
+
+
+def bench_snapshots(cfg: Config, bench_name: str) -> dict[str, dict]:
+    """A bench's snapshots: ``eval/{bench}/generate`` (sampling only: a change regenerates),
+    ``eval/{bench}/score`` (rewards, ks, estimator: a change rescores the cached samples), and for a
+    preset bench ``eval/{bench}/data`` (where its rows come from: a change prepares them again)."""
+    bench = cfg.evaluation.benches[bench_name]
+    dump = bench.model_dump(mode="json")
+    evaluation = cfg.evaluation
+    snaps = {
+        f"eval/{bench_name}/generate": {
+            "bench": bench_name, "device": cfg.device, "backend": evaluation.backend, "batch_size": evaluation.batch_size,
+            **{key: dump[key] for key in GENERATE_KEYS},
+        },
+        f"eval/{bench_name}/score": {
+            "bench": bench_name, "rewards": bench_rewards(cfg, bench_name), "ks": dump["ks"],
+            "bootstrap_resamples": evaluation.bootstrap_resamples, "confidence_level": evaluation.confidence_level,
+            "maj_equivalence": evaluation.maj_equivalence, "reflection_markers": evaluation.reflection_markers,
+        },
+    }
+    if bench.preset is not None:
+        snaps[f"eval/{bench_name}/data"] = {
+            "bench": bench_name, "preset": bench.preset, "split": bench.split, "revision": bench.revision,
+            "local_path": bench.local_path, "allow_download": bench.allow_download, "prompt": dump["prompt"],
+        }
+    return snaps
+
+
+def dataset_tasks(dataset: DatasetConfig) -> set[str] | None:
+    """The tasks a dataset's rows can have, or None when its rows name their own (a rows file).
+
+    >>> dataset_tasks(DatasetConfig(source={"kind": "generator", "name": "arithmetic"}))
+    {'math'}
+    """
+    source = dataset.source
+    if isinstance(source, GeneratorSource):
+        return {GENERATOR_TASKS[source.name]}
+    if isinstance(source, FilesSource) and source.row_format == "rows":
+        return None  # each row may carry its own "task" (stages/prepare_data.py keeps it)
+    if isinstance(source, FilesSource):
+        return {"code"}  # MBPP / HumanEval rows
+    return {source.task}
+
+
+def rewards_for(cfg: Config, dataset_name: str) -> dict[str, dict[str, float]]:
+    """The ``rewards`` entries a stage reading ``dataset_name`` can use, and no others.
+
+    A snapshot holding every task's rewards would rerun Countdown training when a code reward
+    changes; a stage's snapshot holds the rewards of its own data's task(s) only.
+    """
+    tasks = dataset_tasks(cfg.datasets[dataset_name])
+    rewards = cfg.model_dump(mode="json")["rewards"]
+    return rewards if tasks is None else {task: rewards[task] for task in sorted(tasks) if task in rewards}
+
+
+def snapshot_text(snapshot: dict) -> str:
+    """The canonical JSON of a snapshot: the same settings always give the same bytes."""
+    return json.dumps(snapshot, indent=2, sort_keys=True) + "\n"
+
+
+def write_snapshot(path: str | os.PathLike, text: str) -> bool:
+    """Write one snapshot atomically, leaving the file (and its mtime) alone when unchanged.
+
+    Returns whether the file was written.
+    """
     from pipeline.artifacts import write_text_atomic
 
+    path = Path(path)
+    if path.exists() and path.read_text() == text:
+        return False
+    write_text_atomic(path, text)
+    return True
+
+
+def write_snapshots(cfg: Config, results_dir: str | os.PathLike) -> dict[str, Path]:
+    """Write each stage snapshot to ``results/.config/<key>.json``, touching only changed files."""
     paths = {}
     for key, snap in stage_snapshots(cfg).items():
         path = Path(results_dir) / ".config" / f"{key}.json"
-        text = json.dumps(snap, indent=2, sort_keys=True) + "\n"
-        if not path.exists() or path.read_text() != text:
-            write_text_atomic(path, text)
+        write_snapshot(path, snapshot_text(snap))
         paths[key] = path
     return paths

@@ -9,10 +9,21 @@ Example:
 """
 from __future__ import annotations
 
+import functools
+import os
 import re
 from dataclasses import dataclass
+from pathlib import Path
 
-from pipeline.config import DEFAULT_CONFIG, Config, deep_merge, read_yaml, validate_config, write_snapshots
+from pipeline.code_deps import module_files
+from pipeline.config import DEFAULT_CONFIG, Config, layered_config, snapshot_text, stage_snapshots, validate_config
+
+
+# kind -> (mem_mb, runtime in minutes) at the embedded default's scale (measured peaks are
+# under 1 GB); "light" jobs hold no model.
+STAGE_RESOURCES = {"light": (1000, 30), "base_model": (4000, 120), "sft": (4000, 120), "grpo": (8000, 24 * 60),
+                   "evaluate": (4000, 120)}
+HUB_MODEL_MEM_MB = 64000  # a hub model's host-side peak (loading, saving); the memory plan covers the GPU
 
 
 @dataclass(frozen=True)
@@ -48,12 +59,24 @@ class Paths:
     def grpo_metrics(self, run: str) -> str:
         return f"{self.results}/{run}/grpo/metrics.jsonl"
 
+    def grpo_snapshots(self, run: str) -> str:
+        """Published weights every ``eval_every`` steps: ``step_000040/`` etc., each an HF directory."""
+        return f"{self.results}/{run}/grpo/snapshots"
+
     def grpo_scratch(self, run: str) -> str:
         # Beside the declared outputs, never inside: Snakemake deletes outputs before a rerun.
         return f"{self.results}/{run}/grpo"
 
     def run_eval(self, run: str, policy: str, bench: str, name: str) -> str:
         return f"{self.results}/{run}/eval/{policy}/{bench}/{name}"
+
+    def bench_data(self, bench: str, name: str = "test.jsonl") -> str:
+        """A preset bench's prepared rows (``test.jsonl``), ``stats.json`` and ``meta.json``."""
+        return f"{self.results}/benches/{bench}/{name}"
+
+    def step_eval(self, run: str, step: int | str, bench: str, name: str) -> str:
+        """Evaluation of the GRPO snapshot of ``step``: the policy ``step_NNNNNN`` of the run."""
+        return self.run_eval(run, step_policy(step), bench, name)
 
     def report(self, run: str) -> str:
         return f"{self.results}/{run}/report"
@@ -74,20 +97,43 @@ class Workflow:
     paths: Paths
 
     @classmethod
-    def from_snakemake_config(cls, snakemake_config: dict, *, write: bool = False) -> "Workflow":
-        """Validate ``--configfile``/``--config`` (or the default) and optionally write snapshots.
+    def from_snakemake_config(cls, snakemake_config: dict) -> "Workflow":
+        """Validate what Snakemake merged from ``--configfile``/``--config``, layered on the default.
 
-        A config without ``runs`` is taken as overrides on top of the default config, so
-        ``snakemake --config ...`` tweaks the embedded default.
+        Nothing is written here: the Snakefile is parsed by dry runs too. Snapshots are the
+        outputs of the ``config_snapshot`` rule, written (only on change) when a real run needs them.
         """
-        raw = dict(snakemake_config)
-        source = "--configfile"
-        if "runs" not in raw:
-            raw, source = deep_merge(read_yaml(DEFAULT_CONFIG), raw), str(DEFAULT_CONFIG)
-        cfg = validate_config(raw, source)
-        if write:
-            write_snapshots(cfg, cfg.results_dir)
+        source = "--configfile/--config" if snakemake_config else str(DEFAULT_CONFIG)
+        cfg = validate_config(layered_config(dict(snakemake_config)), source)
         return cls(cfg, Paths(cfg.results_dir.rstrip("/") or "."))
+
+    @functools.cached_property
+    def snapshots(self) -> dict[str, str]:
+        """Stage key -> the JSON text of its snapshot (what the stage reads, nothing else)."""
+        return {key: snapshot_text(snap) for key, snap in stage_snapshots(self.cfg).items()}
+
+    @staticmethod
+    def stage_code(module: str) -> list[str]:
+        """The stage module and every project module it imports: a rule's code inputs."""
+        return module_files(module)
+
+    # ------------------------------------------------------------ resources
+    @functools.cached_property
+    def uses_gpu(self) -> bool:
+        """Model-holding jobs claim a ``gpu`` resource when the stages will run on CUDA."""
+        return self.cfg.device.startswith("cuda") or (self.cfg.device == "auto" and cuda_present())
+
+    def resources(self, kind: str) -> dict[str, int]:
+        """``resources:`` of a model-holding rule: memory (MB), runtime (minutes) and GPUs.
+
+        With ``gpu`` declared, ``--resources gpu=1`` (the default profile) stops Snakemake from
+        putting evaluation and GRPO on one GPU at once, however many ``--cores`` it has. The
+        figures are defaults for the embedded scale; a profile's ``set-resources`` overrides them.
+        """
+        mem_mb, runtime_min = STAGE_RESOURCES[kind]
+        if any(model.kind == "hf" for model in self.cfg.models.values()):
+            mem_mb = max(mem_mb, HUB_MODEL_MEM_MB)
+        return {"mem_mb": mem_mb, "runtime": runtime_min, "gpu": 1 if self.uses_gpu and kind != "light" else 0}
 
     # ------------------------------------------------------------ lookups for rules
     def policies(self, run: str) -> list[str]:
@@ -96,6 +142,15 @@ class Workflow:
 
     def policy_model(self, run: str, policy: str) -> str:
         return self.paths.sft_model(run) if policy == "sft" else self.paths.grpo_model(run)
+
+    def pretrain_test_split(self, base: str) -> list[str]:
+        """The test prompts a tiny base's corpus must leave out (none for hub models)."""
+        pretrain = self.cfg.models[base].pretrain
+        return [self.paths.data(pretrain.dataset, "test")] if pretrain else []
+
+    def sft_data(self, run: str) -> str:
+        sft = self.cfg.runs[run].sft
+        return self.paths.data(sft.dataset, "train") if sft.source == "tiny_traces" else sft.path
 
     def grpo_start_model(self, run: str) -> str:
         spec = self.cfg.runs[run]
@@ -108,6 +163,51 @@ class Workflow:
             out += [self.paths.run_eval(run, policy, bench, "scores.json") for bench in self.cfg.evaluation.benches]
         return out
 
+    # ------------------------------------------------------------ evaluation
+    def bench_data_path(self, bench: str) -> str:
+        """The rows a bench evaluates: its dataset's prepared split, or a preset bench's prepared rows."""
+        spec = self.cfg.evaluation.benches[bench]
+        return self.paths.data(spec.dataset, spec.split) if spec.dataset is not None else self.paths.bench_data(bench)
+
+    def preset_benches(self) -> list[str]:
+        return [name for name, spec in self.cfg.evaluation.benches.items() if spec.preset is not None]
+
+    def curve_benches(self) -> list[str]:
+        """Benches evaluated at every published GRPO snapshot (``curve: true``)."""
+        return [name for name, spec in self.cfg.evaluation.benches.items() if spec.curve]
+
+    def eval_steps(self, run: str) -> list[int]:
+        """Training steps whose published snapshot is evaluated: every ``eval_every`` steps, known at
+        parse time. The last step is left out: its weights are the final GRPO model, evaluated as
+        the ``grpo`` policy, and curves take that point from there."""
+        grpo = self.cfg.runs[run].grpo
+        if not grpo.eval_every:
+            return []
+        return [step for step in range(grpo.eval_every, grpo.steps, grpo.eval_every)]
+
+    def step_scores_of_run(self, run: str) -> list[str]:
+        """scores.json of every (kept step, curve bench) cell of a run."""
+        return [self.paths.step_eval(run, step, bench, "scores.json")
+                for step in self.eval_steps(run) for bench in self.curve_benches()]
+
+    def missing_bench_data(self) -> list[str]:
+        """One message per preset bench whose rows are neither local nor in the HF cache (and may not
+        be downloaded by the job), naming the preset and the ways to provide it."""
+        from pipeline.artifacts import repo_path
+        from pipeline.presets import bench_preset, cached_copies, missing_data_message
+
+        problems = []
+        for name in self.preset_benches():
+            spec = self.cfg.evaluation.benches[name]
+            where = f"evaluation.benches.{name}"
+            preset = bench_preset(spec.preset)
+            if spec.local_path is not None:
+                if not repo_path(spec.local_path).exists():
+                    problems.append(f"{where}.local_path: {spec.local_path} does not exist (preset {preset.name!r})")
+            elif not spec.allow_download and not cached_copies(preset.hf_id):
+                problems.append(missing_data_message(where, preset, spec.revision or preset.revision))
+        return problems
+
     def compare_runs(self) -> list[str]:
         return self.cfg.compare.runs or sorted(self.cfg.runs)
 
@@ -116,6 +216,22 @@ class Workflow:
         if len(self.cfg.runs) > 1:
             targets.append(self.paths.compare(self.cfg.compare.name))
         return targets
+
+
+def step_policy(step: int | str) -> str:
+    """The policy name of a GRPO snapshot's evaluation.
+
+    >>> step_policy(40), step_policy("000040")
+    ('step_000040', 'step_000040')
+    """
+    return f"step_{int(step):06d}"
+
+
+def cuda_present() -> bool:
+    """Whether this machine has an NVIDIA GPU, without importing torch at parse time."""
+    if os.environ.get("CUDA_VISIBLE_DEVICES", None) in ("", "-1"):
+        return False
+    return Path("/proc/driver/nvidia/version").exists() or Path("/dev/nvidia0").exists()
 
 
 def wildcard_pattern(names) -> str:

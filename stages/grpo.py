@@ -27,6 +27,7 @@ from pathlib import Path
 import torch
 
 from pipeline.algorithm_config import AlgorithmConfig, GuardConfig
+from pipeline.code_deps import code_hash
 from pipeline.artifacts import atomic_directory, config_hash, file_hash, provenance, read_json, read_jsonl, write_json_atomic
 from pipeline.metrics import MetricsLogger
 from pipeline.stage_cli import run_stage
@@ -38,6 +39,7 @@ from stages.core.rollout import Completion, SamplingSettings, make_backend, reso
 from stages.core.scoring import prefetch_code_results, score_completions
 
 log = logging.getLogger("r1zero.grpo")
+SNAPSHOTS_PARTIAL = "snapshots.partial"  # scratch: weight snapshots of an unfinished run
 
 
 # ---------------------------------------------------------------- batches
@@ -107,6 +109,40 @@ class PromptStream:
 
 
 # ---------------------------------------------------------------- the trainer
+@dataclasses.dataclass
+class StepTensors:
+    """What the update reads, one row per completion of the batch (B, ...), on the device."""
+
+    mask: torch.Tensor  # (B, T) loss mask: truncation handling and mismatch masking applied
+    advantages: torch.Tensor  # (B,) or (B, T)
+    old_logp: torch.Tensor | None  # (B, T); None: the update's own first forward provides them
+    ref_logp: torch.Tensor | None  # (B, T)
+    is_weights: torch.Tensor  # (B, T) rollout-mismatch weights on the policy loss (no gradient)
+    returns: torch.Tensor | None = None  # (B, T) critic targets
+    old_values: torch.Tensor | None = None  # (B, T) critic values at rollout time
+
+
+class StatsMean:
+    """Token-weighted means (and maxima) of per-micro-batch statistics."""
+
+    def __init__(self) -> None:
+        self.sums: dict[str, float] = {}
+        self.weights: dict[str, float] = {}
+        self.maxima: dict[str, float] = {}
+
+    def add(self, values: dict[str, float], weight: float) -> None:
+        for key, value in values.items():
+            self.sums[key] = self.sums.get(key, 0.0) + float(value) * weight
+            self.weights[key] = self.weights.get(key, 0.0) + weight
+
+    def add_max(self, key: str, value: float) -> None:
+        self.maxima[key] = max(self.maxima.get(key, float("-inf")), float(value))
+
+    def result(self) -> dict[str, float]:
+        means = {key: self.sums[key] / self.weights[key] for key in self.sums if self.weights[key] > 0}
+        return {**means, **self.maxima}
+
+
 class GRPOTrainer:
     def __init__(self, config: dict, inputs: dict, device: torch.device):
         self.config, self.device = config, device
@@ -116,11 +152,27 @@ class GRPOTrainer:
         self.rows = read_jsonl(inputs["train"])
         if not self.rows:
             raise ValueError(f"{inputs['train']}: no training rows")
+        # Every named choice resolved once, here: the loop below never branches on a name.
+        self.estimator = algos.ADVANTAGE_ESTIMATORS[self.algo.advantage_estimator]
+        self.aggregate = algos.LOSS_AGGREGATIONS[self.algo.loss_aggregation]
+        self.policy_loss = algos.POLICY_LOSSES[self.algo.policy_loss]
+        self.kl_estimator = algos.KL_ESTIMATORS[self.algo.kl_estimator]
+        self.kl_placement = algos.KL_PLACEMENTS[self.algo.kl_mode]
+        self.truncation = algos.TRUNCATIONS[self.algo.truncation]
+        self.correction = algos.ROLLOUT_CORRECTIONS[self.algo.rollout_correction]
+        self.loss_constant = self.algo.effective_loss_constant(config["max_new_tokens"])
+        # Precision: trained models keep float32 master weights and run their forward under
+        # autocast; the frozen reference is loaded directly in the run's dtype.
+        self.dtype = config.get("dtype", "float32")
+        self.precision = MixedPrecision(self.dtype, device)
         self.tokenizer = load_tokenizer(inputs["model"])
         self.prompt_ids = encode_prompts(self.tokenizer, self.rows)
-        self.policy = load_causal_lm(inputs["model"], device=device)
-        self.reference = self._frozen_copy(self.policy) if self.algo.uses_reference else None
-        self.critic = algos_critic(self.policy, self.algo, inputs["model"]) if self.algo.uses_critic else None
+        self.policy = load_causal_lm(inputs["model"], device=device, dtype="float32",
+                                     gradient_checkpointing=config.get("gradient_checkpointing", False))
+        self.policy.train()  # dropout-free architectures: only makes gradient checkpointing act
+        self.reference = self._frozen_reference(inputs["model"]) if self.algo.uses_reference else None
+        self.critic = algos_critic(self.policy, self.algo, inputs["model"], config.get("gradient_checkpointing", False)) \
+            if self.algo.uses_critic else None
         self.optimizer = torch.optim.AdamW(self._trainable_parameters(), lr=config["lr"], weight_decay=config["weight_decay"])
         self.critic_optimizer = self._make_critic_optimizer()
         warmup = max(1, config["warmup_steps"])
@@ -128,25 +180,32 @@ class GRPOTrainer:
         self.kl_controller = algos.make_kl_controller(self.algo)
         # With one epoch of one minibatch and nothing needing old log-probs before the update,
         # the update's own forward gives them: one forward pass per step saved.
-        self.single_pass = (self.algo.num_epochs == 1 and self.algo.num_minibatches == 1
-                            and self.algo.kl_mode == "loss" and not self.algo.uses_critic)
+        self.single_pass = self.algo.old_logprobs_from_update
         self.stream = PromptStream(len(self.rows), config["seed"])
         self.sampling = SamplingSettings(num_samples=config["group_size"], max_new_tokens=config["max_new_tokens"],
                                          temperature=config["temperature"], top_p=config["top_p"],
                                          stop_strings=tuple(config["stop_strings"]))
-        self.backend_name = resolve_backend_name(config["rollout"]["backend"])
-        log.info("rollout backend: %s (asked for %r)", self.backend_name, config["rollout"]["backend"])
-        self.backend = make_rollout_backend(self.backend_name, self.policy, self.tokenizer, inputs["model"], config, device)
+        rollout = config["rollout"]
+        self.backend = create_backend(rollout["backend"], BackendRequest(
+            inputs["model"], self.tokenizer, device, policy=self.policy, dtype=self.dtype, seed=config["seed"],
+            batch_size=rollout["batch_size"], gpu_memory_utilization=rollout["gpu_memory_utilization"],
+            enable_sleep_mode=rollout["enable_sleep_mode"]))
+        self.backend_name = self.backend.name
         self.last_rollouts: list[dict] = []  # the latest step's completions, kept every logging.rollouts_every steps
 
     # ------------------------------------------------------------ setup helpers
-    @staticmethod
-    def _frozen_copy(model):
-        reference = copy.deepcopy(model)
+    def _frozen_reference(self, model_dir: str):
+        reference = load_causal_lm(model_dir, device=self.device, dtype=self.dtype)
         reference.eval()
         for parameter in reference.parameters():
             parameter.requires_grad_(False)
         return reference
+
+    @property
+    def reference_is_frozen(self) -> bool:
+        """True when the reference never changes during the run (no ``ref_refresh_steps``), so a
+        checkpoint need not store it: the start model restores it."""
+        return self.reference is not None and not self.algo.ref_refresh_steps
 
     def _trainable_parameters(self):
         params = list(self.policy.parameters())
@@ -179,8 +238,11 @@ class GRPOTrainer:
                 rows = [self.rows[index]] * group
                 scored = score_completions([c.text for c in completions], rows, self.weights_by_task)
                 all_scores.append(scored)
-                spread = max(scored.totals) - min(scored.totals) > 1e-6
-                if self.algo.dynamic_sampling and not spread:
+                # Filter on the rewards the advantages will see (after any overlong penalty).
+                shaped = self.shaped_rewards(torch.tensor(scored.totals, dtype=torch.float),
+                                             torch.tensor([len(c.token_ids) for c in completions]),
+                                             torch.tensor([c.truncated for c in completions]))[0]
+                if self.algo.dynamic_sampling and not algos.keep_groups_with_spread(shaped, group).item():
                     continue
                 kept_rows += rows
                 kept_prompts += [self.prompt_ids[index]] * group
@@ -196,130 +258,205 @@ class GRPOTrainer:
         return batch, {"scores": kept_scores[:keep], "all_scores": all_scores, **stats}
 
     # ------------------------------------------------------------ score
+    def shaped_rewards(self, totals: torch.Tensor, lengths: torch.Tensor, truncated: torch.Tensor) -> tuple[torch.Tensor, dict]:
+        """Verifier totals (B,) plus the truncation handling's reward penalty, if it has one."""
+        penalty = self.truncation.reward_penalty(lengths, truncated, max_new_tokens=self.config["max_new_tokens"],
+                                                 buffer_tokens=self.algo.overlong_buffer_tokens,
+                                                 penalty_factor=self.algo.overlong_penalty_factor)  # (B,) or None
+        if penalty is None:
+            return totals, {}
+        return totals + penalty, {"reward/overlong_penalty": penalty.mean().item()}
+
     def rewards_of(self, batch: RolloutBatch, scores: list) -> tuple[torch.Tensor, dict]:
         totals = torch.tensor([t for s in scores for t in s.totals], dtype=torch.float)  # (B,)
-        metrics = {}
-        if self.algo.truncation == "overlong_penalty":
-            lengths = batch.completion_mask.sum(-1).long()  # (B,)
-            penalty = algos.overlong_penalty(lengths, self.config["max_new_tokens"], self.algo.overlong_buffer_tokens,
-                                             self.algo.overlong_penalty_factor)  # (B,)
-            totals = totals + penalty
-            metrics["reward/overlong_penalty"] = penalty.mean().item()
-        return totals, metrics
+        return self.shaped_rewards(totals, batch.completion_mask.sum(-1).long(), batch.truncated)
 
-    # ------------------------------------------------------------ forward passes
-    def policy_forward(self, batch: RolloutBatch, with_values: bool = False):
-        """Log-probs (B, T), entropy (B, T) and, for a value-head critic, values (B, T)."""
-        ids = batch.input_ids.to(self.device)
-        attention = batch.attention_mask.to(self.device)
+    def loss_mask(self, batch: RolloutBatch) -> torch.Tensor:
+        return self.truncation.loss_mask(batch.completion_mask.to(self.device), batch.truncated.to(self.device))  # (B, T)
+
+    # ------------------------------------------------------------ micro-batches and forward passes
+    def micro_batches(self, batch: RolloutBatch, rows: torch.Tensor) -> list[torch.Tensor]:
+        """Pieces of ``rows`` (indices into ``batch``) that each fit one forward pass."""
+        lengths = batch.attention_mask[rows].sum(-1).tolist()  # prompt + completion tokens per row
+        pieces = split_minibatch(lengths, micro_batch_size=self.config.get("micro_batch_size"),
+                                 max_tokens_per_micro_batch=self.config.get("max_tokens_per_micro_batch"))
+        return [rows[torch.tensor(piece, dtype=torch.long)] for piece in pieces]
+
+    def policy_forward(self, batch: RolloutBatch, *, with_values: bool = False, with_entropy: bool = True):
+        """Float32 log-probs (b, t), entropy (b, t) or None and, for a value-head critic, values
+        (b, t), computed under the run's autocast with the LM head applied in chunks."""
+        ids, attention = batch.input_ids.to(self.device), batch.attention_mask.to(self.device)
         width = batch.num_completion_tokens
-        targets = ids[:, -width:]  # (B, T)
-        values = None
-        if with_values and self.critic is not None and self.critic.shares_policy_trunk:
-            logits, all_values = self.critic.model(ids, attention)  # (B, L, V), (B, L)
-            logits, values = logits[:, -width - 1:-1], all_values[:, -width - 1:-1]
-        else:
-            logits = completion_logits(self.policy, ids, attention, width)  # (B, T, V)
-        logp = token_logprobs(logits, targets, self.config["temperature"])  # (B, T)
-        need_entropy_grad = self.algo.entropy_coef > 0
-        with torch.set_grad_enabled(need_entropy_grad and torch.is_grad_enabled()):
-            entropy = algos.entropy_from_logits(logits.float() / self.config["temperature"])  # (B, T)
-        return logp, entropy, values
+        chunk = self.config.get("logprob_chunk_tokens", 4096)
+        temperature = self.config["temperature"]
+        with self.precision.autocast():
+            if with_values and self.critic is not None and self.critic.shares_policy_trunk:
+                hidden = completion_hidden_states(self.policy, ids, attention, width)  # (b, t, H): one trunk pass
+                logp, entropy = chunked_head_logprobs(self.policy.get_output_embeddings(), hidden, ids[:, -width:],
+                                                      temperature=temperature, with_entropy=with_entropy, chunk_tokens=chunk)
+                return logp, entropy, self.critic.model.values_from_hidden(hidden)
+            logp, entropy = completion_logprobs(self.policy, ids, attention, width, temperature=temperature,
+                                                with_entropy=with_entropy, chunk_tokens=chunk)
+        return logp, entropy, None
 
     @torch.no_grad()
+    def _over_micro_batches(self, batch: RolloutBatch, forward) -> list[torch.Tensor | None]:
+        """Run ``forward(micro_batch) -> tuple of (b, t) tensors or None`` over the whole batch
+        in micro-batches; returns each output as one (B, T) tensor (None stays None)."""
+        size, width = batch.completion_mask.shape
+        outputs: list[torch.Tensor | None] | None = None
+        for rows in self.micro_batches(batch, torch.arange(size)):
+            piece = micro_batch(batch, rows)
+            results = forward(piece)
+            if outputs is None:
+                outputs = [None if r is None else torch.zeros((size, width), device=self.device) for r in results]
+            for out, result in zip(outputs, results):
+                if out is not None:
+                    out[rows.to(self.device), :result.shape[1]] = result.float()
+        return outputs
+
+    def old_logprobs(self, batch: RolloutBatch) -> tuple[torch.Tensor, torch.Tensor]:
+        """(B, T) log-probs and entropy of the policy before the update."""
+        logp, entropy = self._over_micro_batches(batch, lambda piece: self.policy_forward(piece)[:2])
+        return logp, entropy
+
     def reference_logprobs(self, batch: RolloutBatch) -> torch.Tensor:
-        ids, attention = batch.input_ids.to(self.device), batch.attention_mask.to(self.device)
-        width = batch.num_completion_tokens
-        logits = completion_logits(self.reference, ids, attention, width)
-        return token_logprobs(logits, ids[:, -width:], self.config["temperature"])  # (B, T)
+        def forward(piece):
+            ids, attention = piece.input_ids.to(self.device), piece.attention_mask.to(self.device)
+            logp, _ = completion_logprobs(self.reference, ids, attention, piece.num_completion_tokens,
+                                          temperature=self.config["temperature"],
+                                          chunk_tokens=self.config.get("logprob_chunk_tokens", 4096))
+            return (logp,)
 
-    @torch.no_grad()
+        return self._over_micro_batches(batch, forward)[0]  # (B, T)
+
     def critic_values(self, batch: RolloutBatch) -> torch.Tensor:
-        ids, attention = batch.input_ids.to(self.device), batch.attention_mask.to(self.device)
-        width = batch.num_completion_tokens
-        return self.critic.values(ids, attention)[:, -width - 1:-1]  # (B, T)
+        def forward(piece):
+            ids, attention = piece.input_ids.to(self.device), piece.attention_mask.to(self.device)
+            with self.precision.autocast():
+                return (self.critic.completion_values(ids, attention, piece.num_completion_tokens),)
+
+        return self._over_micro_batches(batch, forward)[0]  # (B, T)
 
     # ------------------------------------------------------------ advantage
-    def advantages(self, batch: RolloutBatch, rewards: torch.Tensor, mask: torch.Tensor, old_logp, ref_logp):
-        """(B,) or (B, T) advantages, (B, T) returns for the critic (or None), and metrics."""
-        metrics = {}
-        kl_tokens = None
-        if ref_logp is not None and self.algo.kl_mode == "reward":
-            kl_tokens = algos.KL_ESTIMATORS[self.algo.kl_estimator](old_logp, ref_logp) * mask  # (B, T)
-        if self.algo.advantage_estimator == "gae":
-            token_rewards = algos.outcome_to_token_rewards(rewards, mask)  # (B, T)
-            if self.algo.kl_mode == "reward" and kl_tokens is not None:
-                token_rewards = algos.kl_penalised_rewards(token_rewards, kl_tokens, self.kl_controller.beta)
-            old_values = self.critic_values(batch).to(mask.device) * mask  # (B, T)
-            advantages, returns = algos.gae_advantages(token_rewards, old_values, mask, self.algo.gamma, self.algo.gae_lambda)
-            if self.algo.whiten_advantages:
-                advantages = algos.masked_whiten(advantages, mask)
-            metrics["critic/values_mean"] = algos.masked_mean(old_values, mask).item()
-            return advantages, (returns, old_values), metrics
-        if self.algo.kl_mode == "reward" and kl_tokens is not None:
-            rewards = rewards - self.kl_controller.beta * kl_tokens.sum(-1)  # sequence KL folded into the reward
-        estimator = algos.ADVANTAGE_ESTIMATORS[self.algo.advantage_estimator]
-        advantages = estimator(rewards, self.config["group_size"], eps=self.algo.advantage_eps)  # (B,)
-        return advantages, None, metrics
+    def prepare(self, batch: RolloutBatch, rewards: torch.Tensor) -> tuple[StepTensors, torch.Tensor | None, dict]:
+        """Old and reference log-probs, advantages and mismatch weights for one rollout batch.
+
+        Returns the update's inputs, the pre-update entropy (None in single-pass mode: the update
+        computes it) and metrics."""
+        mask = self.loss_mask(batch)  # (B, T)
+        old_logp = entropy = None
+        if not self.single_pass:
+            old_logp, entropy = self.old_logprobs(batch)  # (B, T)
+        ref_logp = self.reference_logprobs(batch) if self.reference is not None else None
+        kl_penalty = self.kl_placement.reward_penalty(old_logp, ref_logp, mask, self.kl_estimator, self.kl_controller.beta) \
+            if ref_logp is not None else None  # (B, T) beta * KL_t, only when the KL sits in the reward
+        values = self.critic_values(batch) * mask if self.critic is not None else None  # (B, T)
+        context = algos.AdvantageContext(
+            rewards=rewards.to(self.device), mask=mask, group_size=self.config["group_size"], eps=self.algo.advantage_eps,
+            kl_penalty=kl_penalty, old_logp=old_logp, ref_logp=ref_logp, values=values, gamma=self.algo.gamma,
+            lam=self.algo.gae_lambda, whiten=self.algo.whiten_advantages)
+        result = self.estimator(context)
+        metrics = {} if values is None else {"critic/values_mean": algos.masked_mean(values, mask).item()}
+        weights, keep, metrics["rollout/frac_corrected"] = self.mismatch_correction(batch, old_logp)
+        tensors = StepTensors(mask=mask * keep, advantages=result.advantages, old_logp=old_logp, ref_logp=ref_logp,
+                              is_weights=weights, returns=result.returns, old_values=values)
+        return tensors, entropy, metrics
+
+    def mismatch_correction(self, batch: RolloutBatch, old_logp: torch.Tensor | None):
+        """(weights (B, T), keep (B, T), fraction changed) between the trainer's old log-probs and
+        the backend's. Without old log-probs before the update (single pass: the correction is
+        then 'none' by construction) the weights are 1."""
+        ones = torch.ones(batch.completion_mask.shape, device=self.device)
+        if old_logp is None:
+            return ones, ones, 0.0
+        correction = self.correction(old_logp, batch.rollout_logprobs.to(self.device), batch.completion_mask.to(self.device),
+                                     cap=self.algo.rollout_is_cap, low=self.algo.rollout_ratio_low,
+                                     high=self.algo.rollout_ratio_high)
+        return correction.weights, correction.keep, correction.frac_corrected
 
     # ------------------------------------------------------------ update
-    def loss_mask(self, batch: RolloutBatch) -> torch.Tensor:
-        mask = batch.completion_mask.to(self.device)  # (B, T)
-        if self.algo.truncation == "mask":
-            mask = algos.drop_truncated(mask, batch.truncated.to(self.device))
-        return mask
-
-    def update(self, batch: RolloutBatch, advantages, critic_targets, old_logp, ref_logp):
-        """Optimiser steps over the batch; returns averaged stats and, when ``old_logp`` is None
-        (one on-policy pass), the pre-update log-probs and entropy computed on the way."""
-        aggregate = algos.LOSS_AGGREGATIONS[self.algo.loss_aggregation]
-        constant = self.algo.effective_loss_constant(self.config["max_new_tokens"])
+    def update(self, batch: RolloutBatch, tensors: StepTensors):
+        """Optimiser steps over the batch; returns averaged stats and, in single-pass mode, the
+        pre-update log-probs and entropy computed on the way."""
         size = batch.input_ids.shape[0]
-        stats: dict[str, list[float]] = {}
+        stats = StatsMean()
         on_policy = None
+        if tensors.old_logp is None:
+            on_policy = (torch.zeros(batch.completion_mask.shape, device=self.device),
+                         torch.zeros(batch.completion_mask.shape, device=self.device))
         for _ in range(self.algo.num_epochs):
             order = torch.randperm(size) if self.algo.num_minibatches > 1 else torch.arange(size)
             for chunk in order.chunk(self.algo.num_minibatches):
-                mini = slice_batch(batch, chunk)
-                mask = self.loss_mask(mini)
-                logp, entropy, values = self.policy_forward(mini, with_values=critic_targets is not None)
-                if old_logp is None:  # single on-policy pass: the pre-update log-probs are these
-                    on_policy = (logp.detach(), entropy.detach())
-                mini_old = on_policy[0] if old_logp is None else old_logp[chunk]
-                mini_adv = advantages[chunk].to(self.device)
-                per_token, policy_stats = algos.policy_loss(
-                    logp, mini_old, mini_adv, mask, clip_eps_low=self.algo.clip_eps_low,
-                    clip_eps_high=self.algo.clip_eps_high, dual_clip_c=self.algo.dual_clip_c)  # (B, T)
-                loss = aggregate(per_token, mask, constant=constant)
-                if ref_logp is not None and self.algo.kl_mode == "loss":
-                    kl = algos.KL_ESTIMATORS[self.algo.kl_estimator](logp, ref_logp[chunk])  # (B, T)
-                    loss = loss + self.kl_controller.beta * aggregate(kl, mask, constant=constant)
-                if self.algo.entropy_coef > 0:
-                    loss = loss - self.algo.entropy_coef * aggregate(entropy, mask, constant=constant)
-                if critic_targets is not None:
-                    loss = loss + self.critic_loss(mini, chunk, values, critic_targets, mask, stats)
                 self.optimizer.zero_grad(set_to_none=True)
                 if self.critic_optimizer is not None:
                     self.critic_optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                grad_norm = torch.nn.utils.clip_grad_norm_(self._trainable_parameters(), self.config["max_grad_norm"])
-                self.optimizer.step()
+                minibatch_stats = self.accumulate_gradients(batch, chunk, tensors, on_policy)
+                grad_norm = self.precision.step(self.optimizer, self._trainable_parameters(), self.config["max_grad_norm"])
                 if self.critic_optimizer is not None:
-                    torch.nn.utils.clip_grad_norm_(self.critic.parameters(), self.config["max_grad_norm"])
-                    self.critic_optimizer.step()
-                for key, value in {"loss": loss.item(), "grad_norm": float(grad_norm),
-                                   "clip_frac": policy_stats["clip_frac"], "ratio_mean": policy_stats["ratio_mean"]}.items():
-                    stats.setdefault(key, []).append(float(value))
+                    self.precision.step(self.critic_optimizer, self.critic.parameters(), self.config["max_grad_norm"])
+                stats.add({**minibatch_stats.pop("mean"), "grad_norm": grad_norm}, 1.0)
+                stats.add_max("ratio_max", minibatch_stats["ratio_max"])
         self.scheduler.step()
-        return {key: sum(values) / len(values) for key, values in stats.items()}, on_policy
+        return stats.result(), on_policy
 
-    def critic_loss(self, mini, chunk, values, critic_targets, mask, stats) -> torch.Tensor:
-        returns, old_values = critic_targets
+    def accumulate_gradients(self, batch: RolloutBatch, rows: torch.Tensor, tensors: StepTensors, on_policy=None) -> dict:
+        """Backward of one minibatch's loss (``rows`` of the batch), micro-batch by micro-batch.
+
+        Each micro-batch divides its sums by the minibatch's normaliser, so the accumulated
+        gradient is the gradient of the whole minibatch's loss."""
+        device_rows = rows.to(self.device)
+        normaliser = loss_normaliser(self.algo.loss_aggregation, tensors.mask[device_rows])
+        value_normaliser = loss_normaliser("token_mean", tensors.mask[device_rows])  # the value loss is a token mean
+        stats = StatsMean()
+        total_loss, ratio_max = 0.0, 0.0
+        for piece_rows in self.micro_batches(batch, rows):
+            loss, piece_stats, weight = self._micro_batch_loss(batch, piece_rows, tensors, on_policy, normaliser,
+                                                               value_normaliser)
+            self.precision.backward(loss)
+            total_loss += loss.item()
+            ratio_max = max(ratio_max, piece_stats.pop("ratio_max"))
+            stats.add(piece_stats, weight)
+        return {"mean": {**stats.result(), "loss": total_loss}, "ratio_max": ratio_max}
+
+    def _micro_batch_loss(self, batch, rows, tensors: StepTensors, on_policy, normaliser: float, value_normaliser: float):
+        piece = micro_batch(batch, rows)
+        width = piece.num_completion_tokens
+        index = rows.to(self.device)
+        mask = tensors.mask[index, :width]  # (b, t)
+        with_values = self.critic is not None
+        logp, entropy, values = self.policy_forward(piece, with_values=with_values,
+                                                    with_entropy=self.algo.entropy_coef > 0 or on_policy is not None)
+        if on_policy is not None:  # single on-policy pass: the pre-update log-probs are these
+            on_policy[0][index, :width] = logp.detach()
+            on_policy[1][index, :width] = entropy.detach()
+        old_logp = logp.detach() if tensors.old_logp is None else tensors.old_logp[index, :width]
+        advantages = tensors.advantages[index]
+        advantages = advantages[:, :width] if advantages.dim() == 2 else advantages
+        per_token, policy_stats = self.policy_loss(logp, old_logp, advantages, mask, clip_eps_low=self.algo.clip_eps_low,
+                                                   clip_eps_high=self.algo.clip_eps_high, dual_clip_c=self.algo.dual_clip_c)
+        per_token = per_token * tensors.is_weights[index, :width]  # (b, t) rollout-mismatch correction
+        aggregate = functools.partial(self.aggregate, mask=mask, constant=self.loss_constant, normaliser=normaliser)
+        loss = aggregate(per_token)
+        kl = self.kl_placement.loss_term(logp, tensors.ref_logp[index, :width], self.kl_estimator) \
+            if tensors.ref_logp is not None else None  # (b, t), only when the KL sits in the loss
+        if kl is not None:
+            loss = loss + self.kl_controller.beta * aggregate(kl)
+        if self.algo.entropy_coef > 0:
+            loss = loss - self.algo.entropy_coef * aggregate(entropy)
+        stats = {key: policy_stats[key] for key in ("clip_frac", "ratio_mean", "approx_kl", "ratio_max")}
+        if with_values:
+            loss = loss + self.critic_loss(piece, values, tensors, index, width, mask, value_normaliser, stats)
+        return loss, stats, float(mask.sum())
+
+    def critic_loss(self, piece, values, tensors: StepTensors, index, width, mask, normaliser, stats) -> torch.Tensor:
         if values is None:  # separate critic: its own forward
-            ids, attention = mini.input_ids.to(self.device), mini.attention_mask.to(self.device)
-            values = self.critic.values(ids, attention)[:, -mini.num_completion_tokens - 1:-1]  # (b, T)
-        loss, value_stats = algos.value_loss(values, old_values[chunk], returns[chunk], mask, clip_eps=self.algo.value_clip_eps)
-        stats.setdefault("critic/value_loss", []).append(loss.item())
+            ids, attention = piece.input_ids.to(self.device), piece.attention_mask.to(self.device)
+            with self.precision.autocast():
+                values = self.critic.completion_values(ids, attention, width)  # (b, t)
+        loss, _ = algos.value_loss(values.float(), tensors.old_values[index, :width], tensors.returns[index, :width], mask,
+                                   clip_eps=self.algo.value_clip_eps, normaliser=normaliser)
+        stats["critic/value_loss"] = loss.item() * normaliser / max(1.0, float(mask.sum()))  # this piece's own mean
         return self.algo.value_coef * loss
 
     # ------------------------------------------------------------ one step
@@ -337,26 +474,20 @@ class GRPOTrainer:
         # score
         scores = sample_stats.pop("scores")
         rewards, reward_metrics = self.rewards_of(batch, scores)  # (B,)
-        mask = self.loss_mask(batch)  # (B, T)
         self.last_rollouts = [{"id": row["id"], "completion": c.text, "reward": r, "finish_reason": c.finish_reason}
                               for row, c, r in zip(batch.rows, batch.completions, rewards.tolist())]
-        # old and reference log-probs (no grad); one on-policy pass gets the old ones from the update itself
-        old_logp = entropy = None
-        if not self.single_pass:
-            with torch.no_grad():
-                old_logp, entropy, _ = self.policy_forward(batch)  # (B, T)
-        ref_logp = self.reference_logprobs(batch) if self.reference is not None else None
-        # advantage
-        advantages, critic_targets, adv_metrics = self.advantages(batch, rewards.to(self.device), mask, old_logp, ref_logp)
+        # advantage (old and reference log-probs first, unless the update's pass provides them)
+        tensors, entropy, adv_metrics = self.prepare(batch, rewards)
         # update
         update_started = time.time()
-        update_stats, on_policy = self.update(batch, advantages, critic_targets, old_logp, ref_logp)
+        update_stats, on_policy = self.update(batch, tensors)
+        old_logp = tensors.old_logp
         if on_policy is not None:
             old_logp, entropy = on_policy
         # sync: the backend must sample from the updated weights next step
         self.backend.sync_weights(self.policy)
-        metrics = self.step_metrics(step, batch, scores, rewards, old_logp, ref_logp, entropy, mask)
-        self.kl_controller.update(metrics.get("kl", 0.0), len(batch.completions))
+        metrics = self.step_metrics(step, batch, scores, rewards, old_logp, tensors.ref_logp, entropy)
+        self.kl_controller.update(metrics.get("kl_per_seq", 0.0), len(batch.completions))
         metrics.update(reward_metrics)
         metrics.update(adv_metrics)
         metrics.update(update_stats)
@@ -369,7 +500,7 @@ class GRPOTrainer:
         metrics["throughput/tokens_per_s"] = float(batch.completion_mask.sum()) / max(1e-9, metrics["time/step_s"])
         return metrics
 
-    def step_metrics(self, step, batch, scores, rewards, old_logp, ref_logp, entropy, mask) -> dict:
+    def step_metrics(self, step, batch, scores, rewards, old_logp, ref_logp, entropy) -> dict:
         group = self.config["group_size"]
         lengths = batch.completion_mask.sum(-1)  # (B,)
         completion_mask = batch.completion_mask.to(self.device)
@@ -385,9 +516,14 @@ class GRPOTrainer:
             metrics["frac_reward_zero_std"] = (algos.group_reward_std(rewards, group) < 1e-6).float().mean().item()
         metrics["entropy"] = algos.masked_mean(entropy, completion_mask).item()
         if ref_logp is not None:
-            metrics["kl"] = algos.masked_mean(algos.KL_ESTIMATORS[self.algo.kl_estimator](old_logp, ref_logp), completion_mask).item()
+            kl_tokens = self.kl_estimator(old_logp, ref_logp)  # (B, T)
+            metrics["kl"] = algos.masked_mean(kl_tokens, completion_mask).item()  # per token
+            metrics["kl_per_seq"] = algos.kl_per_sequence(kl_tokens, completion_mask)  # the adaptive controller's unit
         # Stale-weights detector: the backend's log-probs against the trainer's, same tokens.
-        metrics["rollout/logprob_abs_diff"] = algos.masked_mean((batch.rollout_logprobs.to(self.device) - old_logp).abs(), completion_mask).item()
+        rollout_logp = batch.rollout_logprobs.to(self.device)
+        metrics["rollout/logprob_abs_diff"] = algos.masked_mean((rollout_logp - old_logp).abs(), completion_mask).item()
+        metrics.update(algos.rollout_ratio_stats(old_logp, rollout_logp, completion_mask, cap=self.algo.rollout_is_cap,
+                                                 low=self.algo.rollout_ratio_low, high=self.algo.rollout_ratio_high))
         return metrics
 
 
@@ -398,31 +534,25 @@ def sampled_reward_metrics(scores: list) -> dict:
     return {"reward/total": sum(totals) / max(1, len(totals)), "accuracy": sum(correct) / max(1, len(correct))}
 
 
-def algos_critic(policy, algo: AlgorithmConfig, model_dir: str):
+def algos_critic(policy, algo: AlgorithmConfig, model_dir: str, gradient_checkpointing: bool = False):
     from stages.core.critic import make_critic
 
-    return make_critic(policy, algo.critic, base_model_dir=model_dir if algo.critic == "separate" else None)
-
-
-def make_rollout_backend(name: str, policy, tokenizer, model_dir: str, config: dict, device: torch.device):
-    if name == "hf":
-        return make_backend("hf", model=policy, tokenizer=tokenizer, device=device, batch_size=config["rollout"]["batch_size"])
-    from stages.core.modeling import resolve_model_path
-
-    return make_backend("vllm", model_dir=resolve_model_path(model_dir), tokenizer=tokenizer,
-                        gpu_memory_utilization=config["rollout"]["gpu_memory_utilization"],
-                        enable_sleep_mode=config["rollout"]["enable_sleep_mode"], seed=config["seed"],
-                        max_model_len=vllm_max_model_len(policy.config), dtype=str(policy.dtype).removeprefix("torch."))
-
+    return make_critic(policy, algo.critic, base_model_dir=model_dir if algo.critic == "separate" else None,
+                       gradient_checkpointing=gradient_checkpointing)
 
 
 # ---------------------------------------------------------------- checkpoints
 def run_identity(config: dict, inputs: dict) -> str:
-    """What a checkpoint must match to be resumed: the config and the start model and data."""
+    """What a checkpoint must match to be resumed: config, start model, data, and code.
+
+    The code is this stage and every project module it imports: a checkpoint written by other
+    code is another experiment, and resuming it would silently mix two programs in one run.
+    """
     model_dir = Path(inputs["model"])
     model_marker = model_dir / "meta.json" if (model_dir / "meta.json").exists() else model_dir
     settings = {k: v for k, v in config.items() if k != "_runtime"}
-    return config_hash({"config": settings, "model": file_hash(model_marker), "train": file_hash(inputs["train"])})
+    return config_hash({"config": settings, "model": file_hash(model_marker), "train": file_hash(inputs["train"]),
+                        "code": code_hash("stages.grpo")})
 
 
 def save_checkpoint(trainer: GRPOTrainer, scratch: Path, step: int, identity: str, keep: int) -> None:
@@ -435,7 +565,8 @@ def save_checkpoint(trainer: GRPOTrainer, scratch: Path, step: int, identity: st
             trainer.critic.save(tmp / "critic")
             if trainer.critic_optimizer is not None:
                 state["critic_optimizer"] = trainer.critic_optimizer.state_dict()
-        if trainer.reference is not None:
+        if trainer.reference is not None and trainer.algo.ref_refresh_steps:
+            # Only a refreshed reference differs from the start model, which a resume reloads anyway.
             state["reference"] = trainer.reference.state_dict()
         torch.save(state, tmp / "trainer_state.pt")
         write_json_atomic(tmp / "progress.json", {"next_step": step + 1, "data_position": trainer.stream.position,
@@ -453,13 +584,51 @@ def latest_checkpoint(scratch: Path, identity: str) -> Path | None:
     progress = checkpoints[-1] / "progress.json"
     if not progress.exists() or read_json(progress).get("identity") != identity:
         stale = scratch / f"stale-{int(time.time())}"
-        log.warning("checkpoints in %s were made with another config or start model; moved to %s", scratch, stale)
+        log.warning("checkpoints in %s were made with another config, start model or code; moved to %s", scratch, stale)
         stale.mkdir(parents=True)
         for path in [scratch / "checkpoints", scratch / "metrics.partial.jsonl"]:
             if path.exists():
                 shutil.move(str(path), str(stale / path.name))
         return None
     return checkpoints[-1]
+
+
+def clear_partial_outputs(scratch: Path, resume_step: int) -> None:
+    """Remove what a previous attempt wrote for steps this one will train again.
+
+    A fresh start (``resume_step`` 0) drops all rollouts, TensorBoard events and weight
+    snapshots; a resume keeps those of the steps before the checkpoint.
+    """
+    if resume_step == 0:
+        for name in ["rollouts", "tensorboard", SNAPSHOTS_PARTIAL]:
+            shutil.rmtree(scratch / name, ignore_errors=True)
+        return
+    for directory in [scratch / "rollouts", scratch / SNAPSHOTS_PARTIAL]:
+        for path in directory.glob("step_*"):
+            if int(path.name.split("_")[1].split(".")[0]) > resume_step:
+                shutil.rmtree(path) if path.is_dir() else path.unlink()
+
+
+def publish_snapshot(trainer: GRPOTrainer, scratch: Path, steps_done: int) -> None:
+    """The policy after ``steps_done`` updates, as an HF directory for evaluation over training."""
+    with atomic_directory(scratch / SNAPSHOTS_PARTIAL / f"step_{steps_done:06d}") as out_dir:
+        trainer.policy.save_pretrained(out_dir)
+        trainer.tokenizer.save_pretrained(out_dir)
+        write_json_atomic(out_dir / "meta.json", {"stage": "grpo", "run": trainer.config["run"], "step": steps_done})
+
+
+def finish_scratch(scratch: Path) -> None:
+    """After the outputs are published, a finished job's checkpoints must never be resumed.
+
+    Without this a forced rerun (``--forcerun grpo``) would find the final checkpoint of the
+    same identity, train zero steps and republish the old weights as new.
+    """
+    for name in ["checkpoints", "metrics.partial.jsonl"]:
+        path = scratch / name
+        if path.is_dir():
+            shutil.rmtree(path)
+        elif path.exists():
+            path.unlink()
 
 
 def restore(trainer: GRPOTrainer, checkpoint: Path) -> int:
@@ -477,7 +646,7 @@ def restore(trainer: GRPOTrainer, checkpoint: Path) -> int:
     trainer.scheduler.load_state_dict(state["scheduler"])
     torch.set_rng_state(state["torch_rng"])
     random.setstate(state["python_rng"])
-    if trainer.reference is not None:
+    if trainer.reference is not None and "reference" in state:
         trainer.reference.load_state_dict(state["reference"])
     if trainer.critic is not None:
         restore_critic(trainer.critic, checkpoint / "critic")
@@ -500,6 +669,24 @@ def restore_critic(critic, directory: Path) -> None:
 
 
 # ---------------------------------------------------------------- main
+def publish_snapshots(scratch: Path, destination: str | None) -> None:
+    """Move the weight snapshots of this run into the declared output directory (empty if none)."""
+    if destination is None:
+        return
+    partial = scratch / SNAPSHOTS_PARTIAL
+    with atomic_directory(destination) as out_dir:
+        for snapshot in sorted(partial.glob("step_*")):
+            shutil.move(str(snapshot), str(out_dir / snapshot.name))
+    shutil.rmtree(partial, ignore_errors=True)
+
+
+def progress_fields(metrics: dict) -> dict:
+    """What the progress bar shows after each step: reward, accuracy, KL, mean length."""
+    fields = {"reward": metrics.get("reward/total"), "acc": metrics.get("accuracy"), "kl": metrics.get("kl"),
+              "len": metrics.get("completions/mean_length")}
+    return {name: f"{value:.3g}" for name, value in fields.items() if isinstance(value, (int, float))}
+
+
 def train(trainer: GRPOTrainer, config: dict, inputs: dict, scratch: Path) -> int:
     """The loop; returns the number of steps this invocation trained."""
     from tqdm import tqdm
@@ -507,15 +694,20 @@ def train(trainer: GRPOTrainer, config: dict, inputs: dict, scratch: Path) -> in
     identity = run_identity(config, inputs)
     checkpoint = latest_checkpoint(scratch, identity)
     start = restore(trainer, checkpoint) if checkpoint else 0
+    clear_partial_outputs(scratch, start)
     if checkpoint:
         log.info("resumed from %s: continuing at step %d of %d", checkpoint.name, start, config["steps"])
+    else:
+        log.info("no checkpoint of this config, start model, data and code: training from step 0")
     logger = MetricsLogger(scratch / "metrics.partial.jsonl", resume_from_step=start,
                            tensorboard_dir=scratch / "tensorboard" if config["logging"]["tensorboard"] else None,
                            wandb_project=config["logging"]["wandb_project"] if config["logging"]["wandb"] else None,
                            run_name=config["run"], config=config)
     trained = 0
     try:
-        for step in tqdm(range(start, config["steps"]), desc=f"grpo {config['run']}", initial=start, total=config["steps"], mininterval=5):
+        progress = tqdm(range(start, config["steps"]), desc=f"grpo {config['run']}", initial=start, total=config["steps"],
+                        mininterval=5)
+        for step in progress:
             if trainer.algo.ref_refresh_steps and step and step % trainer.algo.ref_refresh_steps == 0 and trainer.reference is not None:
                 trainer.reference.load_state_dict(trainer.policy.state_dict())
             metrics = trainer.step(step)
@@ -523,6 +715,9 @@ def train(trainer: GRPOTrainer, config: dict, inputs: dict, scratch: Path) -> in
             for warning in trainer.guards.check(step, metrics):
                 log.warning(warning)
             logger.log(metrics)
+            progress.set_postfix(progress_fields(metrics), refresh=False)
+            if config["eval_every"] and (step + 1) % config["eval_every"] == 0:
+                publish_snapshot(trainer, scratch, step + 1)
             if step % config["logging"]["rollouts_every"] == 0:
                 logger.log_rollouts(scratch / "rollouts", step, trainer.last_rollouts)
             if (step + 1) % config["checkpoint_every"] == 0 or step + 1 == config["steps"]:
@@ -560,6 +755,8 @@ def main(config: dict, inputs: dict, outputs: dict) -> None:
                    "final_metrics": records[-1] if records else None}))
     shutil.copyfile(scratch / "metrics.partial.jsonl", str(outputs["metrics"]) + ".tmp")
     Path(str(outputs["metrics"]) + ".tmp").replace(outputs["metrics"])
+    publish_snapshots(scratch, outputs.get("snapshots"))
+    finish_scratch(scratch)
     log.info("grpo %s: %d steps (%d this invocation) in %.0f s", config["run"], config["steps"], trained, time.time() - started)
 
 

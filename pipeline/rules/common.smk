@@ -1,19 +1,22 @@
 import sys
+from pathlib import Path
 
 sys.path.insert(0, workflow.basedir)  # the pipeline package, also when not pip-installed
 
-from pipeline.config import ConfigError
+from pipeline.config import ConfigError, write_snapshot
 from pipeline.workflow import Workflow, wildcard_pattern
 
 try:
     # Validates before any job runs; a bad key stops here and nothing is written.
-    W = Workflow.from_snakemake_config(config, write=True)
+    W = Workflow.from_snakemake_config(config)
 except ConfigError as error:
     sys.stderr.write(f"\n{error}\n\n")
     raise SystemExit(1)
 
 P = W.paths
-PY = sys.executable
+# Rules run `python` from the environment the user activated (where `pip install -e .` put the
+# dependencies); with --software-deployment-method conda, Snakemake builds this env instead.
+CONDA_ENV = "../envs/r1zero.yaml"
 
 
 wildcard_constraints:
@@ -22,3 +25,22 @@ wildcard_constraints:
     run=wildcard_pattern(W.cfg.runs),
     bench=wildcard_pattern(W.cfg.evaluation.benches),
     policy="sft|grpo",
+    key=wildcard_pattern(W.snapshots),
+
+
+# Each stage reads its own slice of the config from a snapshot file. The snapshot is this rule's
+# output and its text is the rule's params, so Snakemake rewrites it only when the slice changes
+# (rerun trigger "params") and a dry run writes nothing.
+rule config_snapshot:
+    output:
+        P.config_snapshot("{key}"),
+    log:
+        P.log("config_snapshot", "{key}"),
+    benchmark:
+        P.benchmark("config_snapshot", "{key}")
+    localrule: True
+    params:
+        text=lambda wildcards: W.snapshots[wildcards.key],
+    run:
+        changed = write_snapshot(output[0], params.text)
+        Path(log[0]).write_text(f"{output[0]}: {'written' if changed else 'unchanged'}\n")

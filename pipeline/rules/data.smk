@@ -1,7 +1,7 @@
 rule prepare_data:
     input:
         snapshot=P.config_snapshot("data/{dataset}"),
-        module="stages/prepare_data.py",
+        code=W.stage_code("stages.prepare_data"),
     output:
         train=P.data("{dataset}", "train"),
         test=P.data("{dataset}", "test"),
@@ -11,6 +11,10 @@ rule prepare_data:
         P.log("prepare_data", "{dataset}"),
     benchmark:
         P.benchmark("prepare_data", "{dataset}")
+    conda:
+        CONDA_ENV
+    resources:
+        **W.resources("light"),
     shell:
-        "{PY} -m stages.prepare_data --config {input.snapshot} "
+        "python -m stages.prepare_data --config {input.snapshot} "
         "--output train={output.train} --output test={output.test} --output stats={output.stats} --output meta={output.meta} 2> {log}"

@@ -1,22 +1,21 @@
-def _pretrain_test_split(wildcards):
-    pretrain = W.cfg.models[wildcards.base].pretrain
-    return [P.data(pretrain.dataset, "test")] if pretrain else []
-
-
 rule base_model:
     input:
         snapshot=P.config_snapshot("models/{base}"),
-        module="stages/base_model.py",
-        test=_pretrain_test_split,
+        code=W.stage_code("stages.base_model"),
+        test=lambda wildcards: W.pretrain_test_split(wildcards.base),
     output:
         model=directory(P.base_model("{base}")),
-    threads: 2
     log:
         P.log("base_model", "{base}"),
     benchmark:
         P.benchmark("base_model", "{base}")
+    conda:
+        CONDA_ENV
+    threads: 2
+    resources:
+        **W.resources("base_model"),
     params:
         test=lambda wildcards, input: f"--input test={input.test[0]}" if input.test else "",
     shell:
-        "{PY} -m stages.base_model --config {input.snapshot} {params.test} "
+        "python -m stages.base_model --config {input.snapshot} {params.test} "
         "--output model={output.model} --threads {threads} 2> {log}"

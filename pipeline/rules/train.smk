@@ -1,43 +1,48 @@
-def _sft_data(wildcards):
-    sft = W.cfg.runs[wildcards.run].sft
-    return P.data(sft.dataset, "train") if sft.source == "tiny_traces" else sft.path
-
-
 rule sft:
     input:
         snapshot=P.config_snapshot("runs/{run}/sft"),
-        module="stages/sft.py",
+        code=W.stage_code("stages.sft"),
         model=lambda wildcards: P.base_model(W.cfg.runs[wildcards.run].base),
-        data=_sft_data,
+        data=lambda wildcards: W.sft_data(wildcards.run),
     output:
         model=directory(P.sft_model("{run}")),
-    threads: 1
     log:
         P.log("sft", "{run}"),
     benchmark:
         P.benchmark("sft", "{run}")
+    conda:
+        CONDA_ENV
+    threads: 1
+    resources:
+        **W.resources("sft"),
     shell:
-        "{PY} -m stages.sft --config {input.snapshot} --input model={input.model} --input data={input.data} "
+        "python -m stages.sft --config {input.snapshot} --input model={input.model} --input data={input.data} "
         "--output model={output.model} --threads {threads} 2> {log}"
 
 
 rule grpo:
     input:
         snapshot=P.config_snapshot("runs/{run}/grpo"),
-        module="stages/grpo.py",
+        code=W.stage_code("stages.grpo"),
         model=lambda wildcards: W.grpo_start_model(wildcards.run),
         train=lambda wildcards: P.data(W.cfg.runs[wildcards.run].grpo.dataset, "train"),
     output:
         model=directory(P.grpo_model("{run}")),
         metrics=P.grpo_metrics("{run}"),
-    params:
-        scratch=lambda wildcards: P.grpo_scratch(wildcards.run),
-    threads: 1
+        snapshots=directory(P.grpo_snapshots("{run}")),
     log:
         P.log("grpo", "{run}"),
     benchmark:
         P.benchmark("grpo", "{run}")
+    conda:
+        CONDA_ENV
+    threads: 1
+    resources:
+        **W.resources("grpo"),
+    params:
+        scratch=lambda wildcards: P.grpo_scratch(wildcards.run),
     shell:
-        "{PY} -m stages.grpo --config {input.snapshot} --input model={input.model} --input train={input.train} "
-        "--output model={output.model} --output metrics={output.metrics} --output scratch={params.scratch} "
+        "python -m stages.grpo --config {input.snapshot} --input model={input.model} --input train={input.train} "
+        "--output model={output.model} --output metrics={output.metrics} --output snapshots={output.snapshots} "
+        "--output scratch={params.scratch} "
         "--threads {threads} 2> {log}"
