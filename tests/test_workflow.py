@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shlex
 import signal
 import subprocess
 import sys
@@ -41,9 +42,9 @@ def snakemake(config: Path, *args: str, check: bool = True) -> subprocess.Comple
     return result
 
 
-def planned_jobs(config: Path) -> dict[str, int]:
+def planned_jobs(config: Path, *args: str) -> dict[str, int]:
     """Rule -> job count that a dry run would execute."""
-    output = snakemake(config, "-n").stdout
+    output = snakemake(config, "-n", *args).stdout
     if "Nothing to be done" in output:
         return {}
     table = output.split("Job stats:")[1].split("total")[0]
@@ -110,6 +111,66 @@ def test_a_stage_reruns_alone_by_target(finished_run):
     assert "prepare_data" in output and target in output
 
 
+def test_a_dry_run_writes_nothing(tmp_path):
+    config = write_config(tmp_path, "fresh.yaml")
+    assert planned_jobs(config), "a fresh results dir has everything to do"
+    assert not (tmp_path / "results").exists(), "snakemake -n must not write snapshots or anything else"
+
+
+def test_a_dry_run_after_a_change_leaves_snapshots_alone(finished_run):
+    tmp_path, _ = finished_run
+    snapshot = tmp_path / "results" / ".config" / "runs" / "r1zero" / "grpo.json"
+    before = snapshot.read_text(), snapshot.stat().st_mtime_ns
+    config = write_config(tmp_path, "lr_changed.yaml", lambda c: c["runs"]["r1zero"]["grpo"].update(lr=3e-4))
+    assert planned_jobs(config)["grpo"] == 1
+    assert (snapshot.read_text(), snapshot.stat().st_mtime_ns) == before
+
+
+def test_a_reward_of_another_task_plans_no_job(finished_run):
+    tmp_path, _ = finished_run
+    config = write_config(tmp_path, "code_reward.yaml",
+                          lambda c: c["rewards"].update(code={"code_tests": 1.0, "format_strict": 0.1}))
+    assert planned_jobs(config) == {}, "a code reward must not rerun Countdown training or evaluation"
+
+
+def test_an_edit_to_a_module_grpo_imports_reruns_grpo(finished_run):
+    _, config = finished_run
+    module = REPO / "stages" / "core" / "algorithms.py"
+    stat = module.stat()
+    os.utime(module, ns=(stat.st_atime_ns, time.time_ns()))  # as an edit would, without changing the file
+    try:
+        jobs = planned_jobs(config)
+    finally:
+        os.utime(module, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    assert jobs.get("grpo") == 2 and "base_model" not in jobs and "prepare_data" not in jobs, jobs
+
+
+README_RERUNS = re.compile(r"^\| `(snakemake [^`]+)` \| ([^|]+) \|", re.MULTILINE)
+
+
+def readme_rerun_rows() -> list[tuple[str, dict[str, int]]]:
+    """The README's "Rerunning one stage" table: command -> the jobs it plans on a finished run."""
+    section = (REPO / "README.md").read_text().split("### Rerunning one stage")[1].split("\n#")[0]
+    rows = []
+    for command, jobs in README_RERUNS.findall(section):
+        counts = dict((name, int(count)) for name, count in re.findall(r"(\w+) x(\d+)", jobs))
+        rows.append((command, counts))
+    return rows
+
+
+def test_the_readme_lists_rerun_commands():
+    assert len(readme_rerun_rows()) >= 4
+
+
+@pytest.mark.parametrize("command,expected", readme_rerun_rows(), ids=[row[0] for row in readme_rerun_rows()])
+def test_each_readme_rerun_command_plans_what_it_says(finished_run, command, expected):
+    tmp_path, config = finished_run
+    results = str(tmp_path / "results")
+    args = [a.replace("results/", results + "/", 1) if a.startswith("results/") else a for a in shlex.split(command)[1:]]
+    args = [a for a in args if a not in ("--cores", "2")]
+    assert planned_jobs(config, *args) == expected
+
+
 def test_invalid_config_stops_before_anything_is_written(tmp_path):
     config = write_config(tmp_path, "bad.yaml", lambda c: c["runs"]["r1zero"]["grpo"].update(stepz=3))
     result = snakemake(config, check=False)
@@ -147,3 +208,14 @@ def test_killed_during_grpo_resumes_from_checkpoint(tmp_path):
     meta = json.loads((scratch / "model" / "meta.json").read_text())
     resumed_at = int(checkpoint_steps[-1].split("_")[1]) + 1
     assert meta["steps_trained_this_invocation"] == 60 - resumed_at, "the rerun trains only the missing steps"
+
+
+def test_zz_forced_rerun_trains_every_step(finished_run):
+    """Last in this module: it replaces the finished run's r1zero GRPO model."""
+    tmp_path, config = finished_run
+    results = tmp_path / "results"
+    snakemake(config, str(results / "r1zero" / "grpo" / "metrics.jsonl"), "--forcerun", "grpo")
+    meta = json.loads((results / "r1zero" / "grpo" / "model" / "meta.json").read_text())
+    assert meta["steps_trained_this_invocation"] == 4, "a forced rerun must train, not resume the finished run"
+    log = (results / "logs" / "grpo" / "r1zero.log").read_text()
+    assert "training from step 0" in log and "resumed from" not in log
