@@ -293,6 +293,9 @@ class EvaluationConfig(Strict):
     # maj@k groups answers that the math checker finds equal (1/2 and 0.5); "string" groups equal text only.
     maj_equivalence: Literal["math", "string"] = "math"
     reflection_markers: str = "union"  # a list in stages/core/reflection.py: simplerl_zoo, open_reasoner_zero, understand_r1_zero, union
+    # Rewards that score evaluation samples (task -> {reward: weight}); None: the training rewards.
+    # A control run trained on other rewards (random_coin) is still judged by the verifier.
+    rewards: dict[str, dict[str, float]] | None = None
 
 
 class ReportConfig(Strict):
@@ -534,8 +537,9 @@ def bench_task(cfg: Config, bench_name: str) -> str | None:
 
 
 def bench_rewards(cfg: Config, bench_name: str) -> dict[str, dict[str, float]]:
-    """The ``rewards`` entries that score a bench: its task's only (every task for a rows file)."""
-    rewards = cfg.model_dump(mode="json")["rewards"]
+    """The ``rewards`` entries that score a bench: its task's only (every task for a rows file), from
+    ``evaluation.rewards`` when set, else the training ``rewards``."""
+    rewards = cfg.model_dump(mode="json")["evaluation"]["rewards"] or cfg.model_dump(mode="json")["rewards"]
     task = bench_task(cfg, bench_name)
     if task is None:
         return rewards

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
@@ -31,9 +31,10 @@ from pydantic import BaseModel, ConfigDict, Field
 from pipeline.artifacts import atomic_directory, provenance, write_json_atomic, write_text_atomic
 from pipeline.stage_cli import run_stage
 from stages.core import plots
-from stages.report import (MISSING, Block, as_path_list, check_unique_scores, fmt_duration, fmt_fraction, fmt_signed,
-                           fmt_tokens, largest_k, load_metrics, load_scores, metric_series, parse_config,
-                           policy_sort_key, render_html, render_markdown, summarise_training)
+from stages.core.eval_metrics import paired_bootstrap, pool_per_prompt
+from stages.report import (MISSING, Block, as_path_list, check_unique_scores, eval_curves, fmt_duration, fmt_fraction,
+                           fmt_interval, fmt_signed, fmt_tokens, largest_k, load_metrics, load_scores, metric_series,
+                           parse_config, policy_sort_key, render_html, render_markdown, summarise_training, write_csv)
 
 LOG = logging.getLogger("stages.compare")
 
@@ -155,14 +156,16 @@ def compare_table(score_list: Sequence[dict], runs: Sequence[str]) -> tuple[list
     header = ["run/policy"]
     for column in columns:
         header += [f"{column.bench} pass@1", f"{column.bench} pass@{column.k_pass or 'k'}",
-                   f"{column.bench} maj@{column.k_maj or 'k'}", f"{column.bench} mean length"]
+                   f"{column.bench} maj@{column.k_maj or 'k'}", f"{column.bench} mean length",
+                   f"{column.bench} avg@n [95% CI]"]
     rows = []
     for run, policy in ordered_rows(score_list, runs):
         row = [row_label(run, policy)]
         for column in columns:
             scores = by_key.get((run, policy, column.bench))
             row += [fmt_fraction(_metric(scores, "pass@1")), fmt_fraction(_metric(scores, "pass@k", column.k_pass)),
-                    fmt_fraction(_metric(scores, "maj@k", column.k_maj)), fmt_tokens(_metric(scores, "mean_length"))]
+                    fmt_fraction(_metric(scores, "maj@k", column.k_maj)), fmt_tokens(_metric(scores, "mean_length")),
+                    fmt_interval(_metric(scores, "avg@n"), _metric(scores, "avg@n_interval"))]
         rows.append(row)
     return header, rows
 
@@ -207,6 +210,70 @@ def delta_table(score_list: Sequence[dict], runs: Sequence[str]) -> tuple[list[s
     return header, rows
 
 
+# ----------------------------------------------------------------------------- significance
+
+NUM_RESAMPLES = 1000
+CONFIDENCE_LEVEL = 0.95
+
+
+def significance(a_runs: Sequence[dict], b_runs: Sequence[dict], *, num_resamples: int = NUM_RESAMPLES,
+                 level: float = CONFIDENCE_LEVEL) -> dict | None:
+    """Paired bootstrap of avg@n between two policies, each given as the scores of one or more runs
+    (seeds) on the same bench: seeds are pooled per prompt first, then prompts are resampled.
+    None when a side has no per-prompt results (scores from before intervals existed).
+
+    Example:
+        >>> a = [{"per_prompt": {f"p{i}": 1.0 for i in range(30)}}]
+        >>> b = [{"per_prompt": {f"p{i}": 0.0 for i in range(30)}}, {"per_prompt": {f"p{i}": 0.5 for i in range(30)}}]
+        >>> result = significance(a, b)
+        >>> result["difference"], result["significant"]
+        (0.75, True)
+    """
+    if not a_runs or not b_runs or not all(s.get("per_prompt") for s in [*a_runs, *b_runs]):
+        return None
+    return paired_bootstrap(pool_per_prompt([s["per_prompt"] for s in a_runs]),
+                            pool_per_prompt([s["per_prompt"] for s in b_runs]), num_resamples=num_resamples, level=level)
+
+
+def significance_pairs(score_list: Sequence[dict], runs: Sequence[str]) -> list[tuple[str, str, str, dict, dict]]:
+    """(bench, label A, label B, scores A, scores B): each run's final policy against its base, then
+    the final policies of every two runs."""
+    by_key = {(s["run"], s["policy"], s["bench"]): s for s in score_list}
+    pairs = []
+    for column in bench_columns(score_list):
+        finals = {}
+        for run in runs:
+            final = final_policy(sorted({s["policy"] for s in score_list if s["run"] == run}))
+            if final and (run, final, column.bench) in by_key:
+                finals[run] = (row_label(run, final), by_key[(run, final, column.bench)])
+        for run, (label, scores) in finals.items():
+            reference = reference_scores(by_key, run, column.bench)
+            if reference is not None:
+                pairs.append((column.bench, label, reference[0], scores, reference[1]))
+        names = list(finals)
+        for index, first in enumerate(names):
+            for second in names[index + 1:]:
+                pairs.append((column.bench, finals[first][0], finals[second][0], finals[first][1], finals[second][1]))
+    return pairs
+
+
+def significance_table(score_list: Sequence[dict], runs: Sequence[str]) -> tuple[list[str], list[list[str]]]:
+    """Rows: bench, A, B, avg@n of each, A - B with its paired 95% interval, p, and the verdict."""
+    header = ["bench", "A", "B", "A avg@n", "B avg@n", "A - B [95% CI]", "p", "prompts", "verdict"]
+    rows = []
+    for bench, label_a, label_b, scores_a, scores_b in significance_pairs(score_list, runs):
+        result = significance([scores_a], [scores_b])
+        if result is None:
+            rows.append([bench, label_a, label_b, fmt_fraction(scores_a.get("avg@n")), fmt_fraction(scores_b.get("avg@n")),
+                         MISSING, MISSING, MISSING, "no per-prompt results"])
+            continue
+        low, high = result["interval"]
+        rows.append([bench, label_a, label_b, fmt_fraction(scores_a.get("avg@n")), fmt_fraction(scores_b.get("avg@n")),
+                     f"{result['difference']:+.3f} [{low:+.3f}, {high:+.3f}]", f"{result['p_value']:.3f}",
+                     str(result["num_prompts"]), "significant" if result["significant"] else "not significant"])
+    return header, rows
+
+
 def training_table(metrics_by_run: dict[str, list[dict] | None]) -> tuple[list[str], list[list[str]]]:
     header = ["run", "steps", "last reward", "best reward", "last accuracy", "best accuracy", "total step time"]
     rows = []
@@ -223,6 +290,7 @@ def training_table(metrics_by_run: dict[str, list[dict] | None]) -> tuple[list[s
 
 
 def compare_blocks(title: str, runs: Sequence[str], score_list: list[dict], metrics_by_run: dict) -> list[Block]:
+    """The document: score table with intervals, gains over the base, significance, curves, training."""
     blocks = [Block("heading1", title),
               Block("paragraph", f"Runs: {', '.join(f'`{run}`' for run in runs)}; generated "
                                  f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}."),
@@ -235,12 +303,41 @@ def compare_blocks(title: str, runs: Sequence[str], score_list: list[dict], metr
                    Block("paragraph", "Each run's final policy (grpo, else sft) minus the base it started from "
                                       "(the run's own base evaluation, else the shared base)."),
                    Block("table", header=delta_header, rows=delta_rows)]
+        significance_header, significance_rows = significance_table(score_list, runs)
+        blocks += [Block("heading2", "Is the difference real? (paired bootstrap)"),
+                   Block("paragraph", f"avg@n of A minus B over the prompts both were scored on, with a paired "
+                                      f"percentile-bootstrap 95% interval ({NUM_RESAMPLES} resamples of prompts). "
+                                      "A difference is significant only when its interval excludes 0."),
+                   Block("table", header=significance_header, rows=significance_rows)]
     else:
         blocks.append(Block("paragraph", "No evaluation scores were given."))
     header, rows = training_table(metrics_by_run)
     blocks += [Block("heading2", "Training (GRPO)"), Block("table", header=header, rows=rows)]
     blocks += [Block("image", file_name, alt=f"{label} vs step") for _, file_name, label in CURVES]
+    blocks += [Block("heading2", "Evaluation over training"),
+               Block("paragraph", "Held-out accuracy (avg@n, shaded 95% interval), mean length and reflection rate "
+                                  "of each run's checkpoints, one line per run and bench."),
+               Block("image", EVAL_CURVES_FILE, alt="evaluation accuracy, length and reflection rate vs step")]
     return blocks
+
+
+EVAL_CURVES_FILE = "eval_curves.png"
+
+
+def run_eval_curves(data: "CompareInputs") -> dict[str, list[plots.EvalPoint]]:
+    """Curve points of every run, labelled run/bench (the start policy is the run's own sft, else its base)."""
+    curves = {}
+    for run in data.runs:
+        records = data.metrics_by_run.get(run)
+        final_step = int(max(r["step"] for r in records)) + 1 if records else None
+        own = [s for s in data.scores if s["run"] == run]
+        benches = {s["bench"] for s in own}
+        shared_base = [s for s in data.scores if s["run"] == SHARED_BASE_RUN and s["bench"] in benches
+                       and not any(o["policy"] == "base" and o["bench"] == s["bench"] for o in own)]
+        steps = [s for s in data.step_scores if s["run"] == run]
+        for bench, points in eval_curves([*own, *[{**s, "policy": "base"} for s in shared_base]], steps, final_step).items():
+            curves[f"{run}/{bench}"] = points
+    return curves
 
 
 # ----------------------------------------------------------------------------- writing
@@ -250,11 +347,17 @@ class CompareInputs:
     runs: list[str]
     metrics_by_run: dict[str, list[dict] | None]
     scores: list[dict]
+    step_scores: list[dict] = field(default_factory=list)
 
 
-def read_compare_inputs(runs: Sequence[str], metrics_paths: dict[str, str | None], score_paths: Sequence[str]) -> CompareInputs:
+def read_compare_inputs(runs: Sequence[str], metrics_paths: dict[str, str | None], score_paths: Sequence[str],
+                        step_score_paths: Sequence[str] = ()) -> CompareInputs:
     metrics_by_run = {run: load_metrics(path) if path else None for run, path in metrics_paths.items()}
-    return CompareInputs(list(runs), metrics_by_run, load_compare_scores(score_paths, runs))
+    step_scores = load_compare_scores(step_score_paths, runs)
+    for path, scores in zip(step_score_paths, step_scores):
+        if not isinstance(scores.get("step"), int):
+            raise ValueError(f"{path}: a snapshot's scores need an integer 'step' field, got {scores.get('step')!r}")
+    return CompareInputs(list(runs), metrics_by_run, load_compare_scores(score_paths, runs), step_scores)
 
 
 def write_compare(out_dir: str | Path, title: str, data: CompareInputs, *, config: dict, inputs: dict, started_at: float) -> Path:
@@ -264,6 +367,10 @@ def write_compare(out_dir: str | Path, title: str, data: CompareInputs, *, confi
         for key, file_name, label in CURVES:
             curves = {run: metric_series(records, key) for run, records in data.metrics_by_run.items() if records}
             plots.plot_overlaid(directory / file_name, curves, ylabel=label, title=f"{label} vs step")
+        plots.plot_eval_curves(directory / EVAL_CURVES_FILE, run_eval_curves(data), title="evaluation over training")
+        if data.scores:
+            write_csv(directory / "scores.csv", *compare_table(data.scores, data.runs))
+            write_csv(directory / "significance.csv", *significance_table(data.scores, data.runs))
         write_text_atomic(directory / "compare.md", render_markdown(blocks))
         write_text_atomic(directory / "compare.html", render_html(blocks, directory, title))
         files = sorted(p.name for p in directory.iterdir() if not p.name.startswith("."))
@@ -296,31 +403,34 @@ def main(config: dict, inputs: dict, outputs: dict) -> None:
         raise ValueError(f"compare: {len(metrics_paths)} 'metrics' inputs for {len(cfg.runs)} runs {cfg.runs}; "
                          "give one metrics.jsonl per run, in the order of config 'runs'")
     by_run = dict(zip(cfg.runs, metrics_paths)) if metrics_paths else {run: None for run in cfg.runs}
-    data = read_compare_inputs(cfg.runs, by_run, as_path_list(inputs.get("scores")))
+    data = read_compare_inputs(cfg.runs, by_run, as_path_list(inputs.get("scores")), as_path_list(inputs.get("step_scores")))
     write_compare(outputs["report"], cfg.title or _default_title(cfg.runs, cfg.name), data,
                   config=config, inputs=inputs, started_at=started_at)
 
 
-def find_run_files(results_dir: str | Path, run: str) -> tuple[str | None, list[str]]:
-    """A run's GRPO metrics (or None) and its scores files, by the results layout; an error
-    naming the run and the paths looked at when neither exists."""
+def find_run_files(results_dir: str | Path, run: str) -> tuple[str | None, list[str], list[str]]:
+    """A run's GRPO metrics (or None), its final scores files and its snapshot (step_*) scores files,
+    by the results layout; an error naming the run and the paths looked at when none exists."""
     root = Path(results_dir)
     metrics = root / run / "grpo" / "metrics.jsonl"
-    scores = sorted(str(p) for p in root.glob(f"{run}/eval/*/*/scores.json"))
+    found = sorted(str(p) for p in root.glob(f"{run}/eval/*/*/scores.json"))
+    steps = [path for path in found if Path(path).parts[-3].startswith("step_")]
+    scores = [path for path in found if path not in steps]
     if not metrics.is_file() and not scores:
         raise FileNotFoundError(f"run {run!r}: nothing found; looked for {metrics} and {root / run / 'eval/*/*/scores.json'}")
-    return (str(metrics) if metrics.is_file() else None), scores
+    return (str(metrics) if metrics.is_file() else None), scores, steps
 
 
 def compare_runs(results_dir: str, runs: list[str], out_dir: str) -> Path:
     """Compare ``runs`` from the files under ``results_dir``; write the report to ``out_dir``.
 
     Reads ``{results_dir}/{run}/grpo/metrics.jsonl``, ``{results_dir}/{run}/eval/*/*/scores.json``
-    and the shared base's ``{results_dir}/models/*/eval/*/scores.json`` (as run "base").
+    (``step_*`` policies are snapshots, drawn as curves) and the shared base's
+    ``{results_dir}/models/*/eval/*/scores.json`` (as run "base").
 
     Usage (what ``r1zero compare run_a run_b`` does):
         compare_runs("results", ["run_a", "run_b"], "results/compare/run_a_vs_run_b")
-        -> Path("results/compare/run_a_vs_run_b") holding compare.md, compare.html, three PNGs, meta.json
+        -> Path("results/compare/run_a_vs_run_b") holding compare.md, compare.html, the PNGs and CSVs, meta.json
     """
     started_at = time.time()
     _check_runs(runs)
@@ -328,11 +438,12 @@ def compare_runs(results_dir: str, runs: list[str], out_dir: str) -> Path:
         raise ValueError("compare_runs: no runs given")
     found = {run: find_run_files(results_dir, run) for run in runs}
     base_scores = sorted(str(p) for p in Path(results_dir).glob("models/*/eval/*/scores.json"))
-    score_paths = base_scores + [path for _, paths in found.values() for path in paths]
-    metrics_paths = {run: metrics for run, (metrics, _) in found.items()}
-    data = read_compare_inputs(runs, metrics_paths, score_paths)
+    score_paths = base_scores + [path for _, paths, _ in found.values() for path in paths]
+    step_paths = [path for _, _, paths in found.values() for path in paths]
+    metrics_paths = {run: metrics for run, (metrics, _, _) in found.items()}
+    data = read_compare_inputs(runs, metrics_paths, score_paths, step_paths)
     config = {"runs": list(runs), "title": _default_title(runs), "results_dir": str(results_dir)}
-    inputs = {"metrics": [p for p in metrics_paths.values() if p], "scores": score_paths}
+    inputs = {"metrics": [p for p in metrics_paths.values() if p], "scores": score_paths, "step_scores": step_paths}
     return write_compare(out_dir, config["title"], data, config=config, inputs=inputs, started_at=started_at)
 
 

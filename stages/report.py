@@ -34,6 +34,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 from pipeline.artifacts import atomic_directory, provenance, write_json_atomic, write_text_atomic
 from pipeline.stage_cli import run_stage
 from stages.core import plots
+from stages.core.reflection import find_markers
 
 LOG = logging.getLogger("stages.report")
 
@@ -207,6 +208,20 @@ def fmt_signed(value: Any, digits: int = 3) -> str:
     return f"{value:+.{digits}f}" if _is_number(value) else MISSING
 
 
+def fmt_interval(value: Any, interval: Any) -> str:
+    """``0.412 [0.380, 0.445]``: a score with its interval (the score alone when there is none).
+
+    Example:
+        >>> fmt_interval(0.5, [0.25, 0.75]), fmt_interval(0.5, None), fmt_interval(None, None)
+        ('0.500 [0.250, 0.750]', '0.500', 'n/a')
+    """
+    if not _is_number(value):
+        return MISSING
+    if isinstance(interval, (list, tuple)) and len(interval) == 2 and all(_is_number(v) for v in interval):
+        return f"{value:.3f} [{interval[0]:.3f}, {interval[1]:.3f}]"
+    return f"{value:.3f}"
+
+
 def fmt_duration(seconds: Any) -> str:
     """``1234.5`` -> ``1234.5 s (20.6 min)``."""
     if not _is_number(seconds):
@@ -218,13 +233,13 @@ def fmt_duration(seconds: Any) -> str:
 
 @dataclass
 class Block:
-    """One piece of a report: ``kind`` is heading1/heading2/paragraph/table/image.
+    """One piece of a report: ``kind`` is heading1/heading2/paragraph/table/image/code.
 
     For a table, ``header`` and ``rows`` hold the cells; for an image, ``text`` is the file name
     inside the report directory and ``alt`` its caption.
     """
 
-    kind: Literal["heading1", "heading2", "paragraph", "table", "image"]
+    kind: Literal["heading1", "heading2", "paragraph", "table", "image", "code"]
     text: str = ""
     header: list[str] = field(default_factory=list)
     rows: list[list[str]] = field(default_factory=list)
@@ -262,6 +277,9 @@ def render_markdown(blocks: Sequence[Block]) -> str:
             parts.append("\n".join(lines))
         elif block.kind == "image":
             parts.append(f"![{block.alt}]({block.text})")
+        elif block.kind == "code":
+            fence = "````" if "```" in block.text else "```"
+            parts.append(f"{fence}text\n{block.text}\n{fence}")
     return "\n\n".join(parts) + "\n"
 
 
@@ -271,7 +289,8 @@ th, td { border: 1px solid #ccc; padding: 0.3em 0.6em; text-align: right; }
 th:first-child, td:first-child { text-align: left; }
 th { background: #f3f3f3; }
 img { max-width: 100%; display: block; margin: 1em 0; }
-code { background: #f3f3f3; padding: 0 0.2em; }"""
+code { background: #f3f3f3; padding: 0 0.2em; }
+pre { background: #f7f7f7; padding: 0.6em; white-space: pre-wrap; font-size: 0.85em; }"""
 
 
 def _html_inline(text: str) -> str:
@@ -297,6 +316,8 @@ def render_html(blocks: Sequence[Block], image_dir: str | Path, title: str) -> s
         elif block.kind == "image":
             encoded = base64.b64encode((Path(image_dir) / block.text).read_bytes()).decode("ascii")
             body.append(f'<img alt="{html.escape(block.alt)}" src="data:image/png;base64,{encoded}">')
+        elif block.kind == "code":
+            body.append(f"<pre>{html.escape(block.text)}</pre>")
     return ("<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n"
             f"<title>{html.escape(title)}</title>\n<style>\n{_HTML_STYLE}\n</style>\n</head>\n<body>\n"
             + "\n".join(body) + "\n</body>\n</html>\n")
@@ -324,6 +345,7 @@ def score_table(score_list: Sequence[dict]) -> tuple[list[str], list[list[str]]]
             ("mean length", lambda s: fmt_tokens(s.get("mean_length"))),
             ("mean length correct", lambda s: fmt_tokens(s.get("mean_length_correct"))),
             ("mean length incorrect", lambda s: fmt_tokens(s.get("mean_length_incorrect"))),
+            ("avg@n [95% CI]", lambda s: fmt_interval(s.get("avg@n"), s.get("avg@n_interval"))),
         ]
         header += [f"{bench} {name}" for name, _ in bench_columns]
         columns += [(bench, getter) for _, getter in bench_columns]
@@ -372,11 +394,120 @@ def sft_blocks(records: Sequence[dict]) -> list[Block]:
     return [Block("paragraph", text), Block("image", "sft_loss_vs_step.png", alt="SFT loss vs step")]
 
 
+# ----------------------------------------------------------------------------- curves over training
+
+TRAINING_REFLECTION_KEY = "completions/reflection_rate"  # what GRPO logs per step (stages/core/reflection.py)
+NUM_EXAMPLE_COMPLETIONS = 2  # per step shown, first and last archived step
+EXAMPLE_MAX_CHARS = 800
+
+
+def eval_point(step: float, scores: dict) -> plots.EvalPoint:
+    """A curve point from one scores.json (avg@n, else pass@1; its interval; length; reflection rate)."""
+    accuracy = scores.get("avg@n", scores.get("pass@1"))
+    interval = scores.get("avg@n_interval") or [None, None]
+    reflection_rate = ((scores.get("reflection") or {}).get("all") or {}).get("reflection_rate")
+    return plots.EvalPoint(step=step, accuracy=float(accuracy), low=interval[0], high=interval[1],
+                           mean_length=scores.get("mean_length"), reflection_rate=reflection_rate)
+
+
+def eval_curves(final_scores: Sequence[dict], step_scores: Sequence[dict], final_step: int | None) -> dict[str, list[plots.EvalPoint]]:
+    """Per bench: the start policy at step 0 (sft when the run has one, else the base), every
+    evaluated snapshot at its step, and the final GRPO policy at ``final_step``.
+
+    Example:
+        >>> final = [{"policy": "base", "bench": "b", "pass@1": 0.1}, {"policy": "grpo", "bench": "b", "pass@1": 0.6}]
+        >>> steps = [{"policy": "step_000020", "step": 20, "bench": "b", "pass@1": 0.4}]
+        >>> [(p.step, p.accuracy) for p in eval_curves(final, steps, 40)["b"]]
+        [(0, 0.1), (20, 0.4), (40, 0.6)]
+    """
+    curves: dict[str, list[plots.EvalPoint]] = {}
+    policies = {s["policy"] for s in final_scores}
+    start_policy = "sft" if "sft" in policies else "base"
+    for scores in final_scores:
+        if scores["policy"] == start_policy:
+            curves.setdefault(scores["bench"], []).append(eval_point(0, scores))
+        elif scores["policy"] == "grpo" and final_step is not None:
+            curves.setdefault(scores["bench"], []).append(eval_point(final_step, scores))
+    for scores in step_scores:
+        curves.setdefault(scores["bench"], []).append(eval_point(scores["step"], scores))
+    return {bench: sorted(points, key=lambda p: p.step) for bench, points in sorted(curves.items())}
+
+
+def curve_table(curves: dict[str, list[plots.EvalPoint]]) -> tuple[list[str], list[list[str]]]:
+    header = ["bench", "step", "avg@n [95% CI]", "mean length", "reflection rate"]
+    rows = [[bench, f"{point.step:g}", fmt_interval(point.accuracy, [point.low, point.high]),
+             fmt_tokens(point.mean_length), fmt_fraction(point.reflection_rate)]
+            for bench, points in curves.items() for point in points]
+    return header, rows
+
+
+def reflection_table(score_list: Sequence[dict]) -> tuple[list[str], list[list[str]]]:
+    """Per policy and bench: reflection rate and think/answer length by outcome."""
+    header = ["policy", "bench", "outcome", "responses", "reflection rate", "think chars", "answer chars"]
+    rows = []
+    for scores in sorted(score_list, key=lambda s: (policy_sort_key(s["policy"]), s["bench"])):
+        for outcome, group in (scores.get("reflection") or {}).items():
+            if isinstance(group, dict) and "num" in group:
+                rows.append([scores["policy"], scores["bench"], outcome, str(group["num"]),
+                             fmt_fraction(group["reflection_rate"]), fmt_tokens(group["think_chars"]),
+                             fmt_tokens(group["answer_chars"])])
+    return header, rows
+
+
+def rollout_examples(rollouts_dir: str | Path | None) -> list[tuple[int, list[dict]]]:
+    """(step, the first completions) of the first and the last archived rollout step, [] when none."""
+    if not rollouts_dir or not Path(rollouts_dir).is_dir():
+        return []
+    files = sorted(Path(rollouts_dir).glob("step_*.jsonl"))
+    chosen = files[:1] + files[-1:] if len(files) > 1 else files
+    examples = []
+    for path in chosen:
+        records = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+        examples.append((int(path.stem.split("_")[1]), records[:NUM_EXAMPLE_COMPLETIONS]))
+    return examples
+
+
+def example_blocks(examples: list[tuple[int, list[dict]]]) -> list[Block]:
+    if not examples:
+        return [Block("paragraph", "No archived training rollouts (grpo logging.rollouts_every).")]
+    blocks = []
+    for step, records in examples:
+        blocks.append(Block("paragraph", f"Step {step}:"))
+        for record in records:
+            text = str(record.get("completion", ""))
+            shown = text if len(text) <= EXAMPLE_MAX_CHARS else text[:EXAMPLE_MAX_CHARS] + " [...]"
+            markers = ", ".join(find_markers(text)) or "none"
+            blocks.append(Block("code", f"reward {record.get('reward')}, reflection markers: {markers}\n{shown}"))
+    return blocks
+
+
+def write_csv(path: Path, header: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
+    """A table as CSV (the Snakemake report shows these as sortable tables)."""
+    import csv
+    import io
+
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    writer.writerow(header)
+    writer.writerows(rows)
+    write_text_atomic(path, buffer.getvalue())
+
+
 @dataclass
 class ReportInputs:
     metrics: list[dict]
     sft_metrics: list[dict] | None
     scores: list[dict]
+    step_scores: list[dict] = field(default_factory=list)
+    rollouts: list[tuple[int, list[dict]]] = field(default_factory=list)
+
+    @property
+    def final_step(self) -> int:
+        """Steps trained: metrics count steps from 0, so the final weights are after last_step + 1."""
+        return int(max(record["step"] for record in self.metrics)) + 1
+
+    def curves(self) -> dict[str, list[plots.EvalPoint]]:
+        return eval_curves(self.scores, self.step_scores, self.final_step)
 
 
 def read_report_inputs(inputs: dict) -> ReportInputs:
@@ -391,9 +522,17 @@ def read_report_inputs(inputs: dict) -> ReportInputs:
         raise ValueError(f"report: input 'sft_metrics' takes at most one file, got {sft_paths}")
     scored = [(path, load_scores(path)) for path in as_path_list(inputs.get("scores"))]
     check_unique_scores(scored, ("policy", "bench"))
+    step_scored = [(path, load_scores(path, required=(*SCORE_REQUIRED_FIELDS, "step")))
+                   for path in as_path_list(inputs.get("step_scores"))]
+    check_unique_scores(step_scored, ("policy", "bench"))
+    for path, scores in step_scored:
+        if not _is_number(scores["step"]):
+            raise ValueError(f"{path}: field 'step' must be a number (a GRPO snapshot's step), got {scores['step']!r}")
+    rollouts = as_path_list(inputs.get("rollouts"))
     return ReportInputs(metrics=load_metrics(metrics_paths[0]),
                         sft_metrics=load_metrics(sft_paths[0]) if sft_paths else None,
-                        scores=[scores for _, scores in scored])
+                        scores=[scores for _, scores in scored], step_scores=[scores for _, scores in step_scored],
+                        rollouts=rollout_examples(rollouts[0] if rollouts else None))
 
 
 def report_blocks(cfg: ReportConfig, title: str, data: ReportInputs) -> list[Block]:
@@ -405,7 +544,18 @@ def report_blocks(cfg: ReportConfig, title: str, data: ReportInputs) -> list[Blo
         blocks.append(Block("table", header=header, rows=rows))
     else:
         blocks.append(Block("paragraph", "No evaluation scores were given."))
-    blocks += [Block("image", "eval_accuracy.png", alt="pass@1 per policy and benchmark"),
+    blocks += [Block("paragraph", "avg@n: the mean over n samples per prompt, then over prompts; the interval is a "
+                                  "percentile bootstrap over prompts (95%)."),
+               Block("image", "eval_accuracy.png", alt="pass@1 per policy and benchmark"),
+               Block("heading2", "Curves over training"),
+               Block("paragraph", "Accuracy (avg@n, shaded 95% interval), mean completion length and reflection rate "
+                                  "of the start policy (step 0), every evaluated GRPO snapshot and the final policy."),
+               Block("image", "eval_curves.png", alt="accuracy, length and reflection rate vs step"),
+               Block("table", header=curve_table(data.curves())[0], rows=curve_table(data.curves())[1]),
+               Block("heading2", "Reflection (\"aha\") by outcome"),
+               Block("table", header=reflection_table(data.scores)[0], rows=reflection_table(data.scores)[1]),
+               Block("heading2", "Example completions (training rollouts, first and last archived step)"),
+               *example_blocks(data.rollouts),
                Block("heading2", "Training (GRPO)"),
                *training_blocks(summarise_training(data.metrics)),
                Block("image", "reward_vs_step.png", alt="reward and accuracy vs step"),
@@ -421,6 +571,12 @@ def write_plots(directory: Path, run: str, data: ReportInputs) -> None:
     plots.plot_length_clipped(directory / "length_vs_step.png", metric_series(data.metrics, "completions/mean_length"),
                               metric_series(data.metrics, "completions/clipped_ratio"), title=f"{run}: completion length")
     plots.plot_eval_accuracy(directory / "eval_accuracy.png", eval_bars(data.scores), title=f"{run}: evaluation")
+    training_reflection = metric_series(data.metrics, TRAINING_REFLECTION_KEY)
+    plots.plot_eval_curves(directory / "eval_curves.png", data.curves(), title=f"{run}: evaluation over training",
+                           training_reflection={run: training_reflection} if training_reflection[0] else None)
+    if data.scores:
+        write_csv(directory / "scores.csv", *score_table(data.scores))
+    write_csv(directory / "curves.csv", *curve_table(data.curves()))
     if data.sft_metrics is not None:
         plots.plot_overlaid(directory / "sft_loss_vs_step.png", {run: metric_series(data.sft_metrics, "loss")},
                             ylabel="SFT loss", title=f"{run}: cold-start SFT loss")

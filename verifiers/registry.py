@@ -13,6 +13,11 @@ logged by name; a weight of 0 logs a reward without training on it.
 Rewards from modules with heavy imports (sympy for ``math``) are registered as lazy proxies:
 importing this module stays cheap, and the real function loads on its first call.
 
+Math rewards: one per named policy of ``verifiers.math_policy`` (``math`` is the ``strict``
+policy, the others are ``math_<policy>``: ``math_lenient``, ``math_exact``, ``math_text``), so
+a config chooses the policy of each task by reward name. ``verifiers.math_policy.
+policy_provenance(names)`` records the chosen policies in an artefact's provenance.
+
 Errors: ``score`` never lets a reward's exception or a bad value (NaN, out of range, not a
 number) escape. It gives that reward its low value, counts it per name (``reward_error_counts``)
 and logs the first traceback per name, so a broken verifier is visible without killing a run.
@@ -29,6 +34,7 @@ from collections.abc import Callable, Sequence
 
 from verifiers.countdown import countdown_reward
 from verifiers.format_reward import format_lenient, format_strict, format_tags
+from verifiers.math_policy import POLICIES, reward_name
 
 RewardFn = Callable[[str, dict], float]
 
@@ -36,29 +42,32 @@ log = logging.getLogger(__name__)
 
 
 class LazyReward:
-    """A reward function imported from ``module:attr`` on first call.
+    """A reward function imported from ``module:attr`` on first call; with ``key``, the entry
+    ``key`` of the dict ``module.attr``.
 
     >>> reward = LazyReward("verifiers.format_reward", "format_tags")
     >>> reward("<think>a</think>", {})
     0.5
     """
 
-    def __init__(self, module: str, attr: str):
+    def __init__(self, module: str, attr: str, key: str | None = None):
         self.module = module
         self.attr = attr
-        self.__name__ = attr
+        self.key = key
+        self.__name__ = key or attr
         self._fn: RewardFn | None = None
 
     def load(self) -> RewardFn:
         if self._fn is None:
-            self._fn = getattr(importlib.import_module(self.module), self.attr)
+            found = getattr(importlib.import_module(self.module), self.attr)
+            self._fn = found[self.key] if self.key is not None else found
         return self._fn
 
     def __call__(self, completion: str, example: dict) -> float:
         return self.load()(completion, example)
 
     def __repr__(self) -> str:
-        return f"LazyReward({self.module}:{self.attr})"
+        return f"LazyReward({self.module}:{self.attr}{'' if self.key is None else f'[{self.key!r}]'})"
 
 
 def _module_exists(name: str) -> bool:
@@ -87,12 +96,6 @@ REWARD_DESCRIPTIONS: dict[str, str] = {
 # Verifiers written in other modules, registered only when their module is in the tree (it may
 # land later than this file). Each: name -> (module, function, range, description).
 OPTIONAL_REWARDS: dict[str, tuple[str, str, tuple[float, float], str]] = {
-    "math": (
-        "verifiers.math_answer",
-        "math_reward",
-        (0.0, 1.0),
-        "1 if the final answer is mathematically equal to the gold answer",
-    ),
     "code_tests": (
         "verifiers.code_reward",
         "code_tests_reward",
@@ -105,6 +108,12 @@ OPTIONAL_REWARDS: dict[str, tuple[str, str, tuple[float, float], str]] = {
         (0.0, 1.0),
         "1 if the program in the answer passes every test of the example, run in the sandbox",
     ),
+    "random_coin": (
+        "verifiers.random_reward",
+        "random_coin",
+        (0.0, 1.0),
+        "control: a coin flip seeded by (example id, completion) that never reads correctness",
+    ),
 }
 
 for _name, (_module, _attr, _range, _description) in OPTIONAL_REWARDS.items():
@@ -112,6 +121,14 @@ for _name, (_module, _attr, _range, _description) in OPTIONAL_REWARDS.items():
         REWARDS[_name] = LazyReward(_module, _attr)
         REWARD_RANGES[_name] = _range
         REWARD_DESCRIPTIONS[_name] = _description
+
+# One math reward per policy, all through verifiers.math_answer.judge (the path `r1zero verify`
+# takes too), so training, evaluation and the audit give one verdict.
+for _policy in POLICIES.values():
+    _name = reward_name(_policy.name)
+    REWARDS[_name] = LazyReward("verifiers.math_answer", "MATH_REWARDS", key=_name)
+    REWARD_RANGES[_name] = (0.0, 1.0)
+    REWARD_DESCRIPTIONS[_name] = f"1 if the answer equals the gold under the {_policy.name!r} math policy: {_policy.description}"
 
 _error_counts: Counter[str] = Counter()
 

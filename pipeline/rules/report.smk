@@ -1,35 +1,62 @@
+# `snakemake --report report.zip` collects the items flagged with report() below: every plot and
+# table of each run's report and of the comparison, with the captions in pipeline/report/.
+report: "../report/workflow.rst"
+
+REPORT_ITEMS = ["{name}.png", "{name}.csv"]  # inside each report directory: plots, and tables as CSV
+
+
 rule report:
     input:
         snapshot=P.config_snapshot("report"),
-        module="stages/report.py",
+        code=W.stage_code("stages.report"),
         metrics=P.grpo_metrics("{run}"),
         scores=lambda wildcards: W.scores_of_run(wildcards.run),
+        step_scores=lambda wildcards: W.step_scores_of_run(wildcards.run),
         sft=lambda wildcards: [P.sft_model(wildcards.run)] if W.cfg.runs[wildcards.run].sft else [],
     output:
-        report=directory(P.report("{run}")),
+        report=report(directory(P.report("{run}")), patterns=REPORT_ITEMS, caption="../report/run_report.rst",
+                      category="Runs", subcategory="{run}"),
     log:
         P.log("report", "{run}"),
+    benchmark:
+        P.benchmark("report", "{run}")
+    conda:
+        CONDA_ENV
+    resources:
+        **W.resources("light"),
     params:
         scores=lambda wildcards, input: " ".join(f"--input scores={path}" for path in input.scores),
+        step_scores=lambda wildcards, input: " ".join(f"--input step_scores={path}" for path in input.step_scores),
         sft=lambda wildcards, input: " ".join(f"--input sft_metrics={path}/sft_metrics.jsonl" for path in input.sft),
+        # Archived training rollouts (scratch beside the grpo outputs, read for example completions).
+        rollouts=lambda wildcards: f"{P.grpo_scratch(wildcards.run)}/rollouts",
     shell:
-        "{PY} -m stages.report --config {input.snapshot} --input metrics={input.metrics} {params.scores} {params.sft} "
-        "--output report={output.report} 2> {log}"
+        "python -m stages.report --config {input.snapshot} --input metrics={input.metrics} {params.scores} "
+        "{params.step_scores} {params.sft} --input rollouts={params.rollouts} --output report={output.report} 2> {log}"
 
 
 rule compare:
     input:
         snapshot=P.config_snapshot("compare"),
-        module="stages/compare.py",
+        code=W.stage_code("stages.compare"),
         metrics=[P.grpo_metrics(run) for run in W.compare_runs()],
         scores=sorted({path for run in W.compare_runs() for path in W.scores_of_run(run)}),
+        step_scores=[path for run in W.compare_runs() for path in W.step_scores_of_run(run)],
     output:
-        report=directory(P.compare(W.cfg.compare.name)),
+        report=report(directory(P.compare(W.cfg.compare.name)), patterns=REPORT_ITEMS,
+                      caption="../report/compare.rst", category="Comparison"),
     log:
         P.log("compare", W.cfg.compare.name),
+    benchmark:
+        P.benchmark("compare", W.cfg.compare.name)
+    conda:
+        CONDA_ENV
+    resources:
+        **W.resources("light"),
     params:
         metrics=lambda wildcards, input: " ".join(f"--input metrics={path}" for path in input.metrics),
         scores=lambda wildcards, input: " ".join(f"--input scores={path}" for path in input.scores),
+        step_scores=lambda wildcards, input: " ".join(f"--input step_scores={path}" for path in input.step_scores),
     shell:
-        "{PY} -m stages.compare --config {input.snapshot} {params.metrics} {params.scores} "
+        "python -m stages.compare --config {input.snapshot} {params.metrics} {params.scores} {params.step_scores} "
         "--output report={output.report} 2> {log}"

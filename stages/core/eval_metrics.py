@@ -1,8 +1,14 @@
-"""Evaluation metrics over sampled completions: pass@k, maj@k and the per-benchmark summary.
+"""Evaluation metrics over sampled completions: avg@n with intervals, pass@k, maj@k, paired tests.
 
 The evaluation stage samples ``n`` completions per prompt, scores each with the verifier, and
 hands the rows to ``summarise_samples``, whose dict becomes ``scores.json``. Pure Python and
 numpy (no torch), so reports and tests import it cheaply.
+
+One estimator: every accuracy is avg@n (the mean over the n samples of a prompt, then over
+prompts), reported with a percentile-bootstrap 95% interval over prompts (``bootstrap_interval``).
+Two policies on the same prompts differ significantly only when the paired bootstrap interval
+of their difference excludes zero (``paired_bootstrap``). Several seeds of one run are pooled
+per prompt first (``pool_per_prompt``), so the interval is still over prompts.
 
 Example:
     >>> round(pass_at_k(num_samples=8, num_correct=2, k=4), 4)
@@ -14,7 +20,7 @@ from __future__ import annotations
 
 import re
 from collections import defaultdict
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
@@ -72,7 +78,8 @@ def normalise_answer(answer: str | None) -> str | None:
     return text or None
 
 
-def maj_at_k(answers: Sequence[str | None], correct: Sequence[bool], k: int) -> float:
+def maj_at_k(answers: Sequence[str | None], correct: Sequence[bool], k: int,
+             equivalent: Callable[[str, str], bool] | None = None) -> float:
     """Majority vote (self-consistency) over the first ``k`` samples of one prompt.
 
     Samples are taken in sampling order (the first k, not an expectation over k-subsets): with
@@ -80,7 +87,9 @@ def maj_at_k(answers: Sequence[str | None], correct: Sequence[bool], k: int) -> 
     Answers are compared after ``normalise_answer``. A missing answer (None) casts no vote; if all
     k are missing the result is 0. Ties go to the answer that appeared first. The result is the
     correctness of the first sample that gave the winning answer (samples with the same
-    normalised answer normally share one verdict).
+    normalised answer normally share one verdict). ``equivalent(a, b)`` (e.g. the math checker's
+    ``is_equivalent``) merges answers into equivalence classes, so ``1/2`` and ``0.5`` vote together;
+    each answer joins the first class whose first answer it is equivalent to.
 
     Example:
         >>> maj_at_k(["1", "2", "2", "1"], [True, False, False, True], k=4)  # tie: "1" came first
@@ -88,6 +97,9 @@ def maj_at_k(answers: Sequence[str | None], correct: Sequence[bool], k: int) -> 
         >>> maj_at_k([None, None, "5"], [False, False, False], k=2)  # no answers among the first 2
         0.0
         >>> maj_at_k([None, "5", None], [False, True, False], k=3)  # None never wins a vote
+        1.0
+        >>> same_value = lambda a, b: float(a) == float(b)
+        >>> maj_at_k(["0.5", "2", ".50", "2"], [True, False, True, False], k=4, equivalent=same_value)  # tie: 0.5 first
         1.0
     """
     if len(answers) != len(correct):
@@ -100,6 +112,8 @@ def maj_at_k(answers: Sequence[str | None], correct: Sequence[bool], k: int) -> 
         key = normalise_answer(answer)
         if key is None:
             continue
+        if key not in votes and equivalent is not None:
+            key = next((seen for seen in votes if _safe_equivalent(equivalent, key, seen)), key)
         votes[key] = votes.get(key, 0) + 1
         first_verdict.setdefault(key, bool(is_correct))
     if not votes:
@@ -107,6 +121,106 @@ def maj_at_k(answers: Sequence[str | None], correct: Sequence[bool], k: int) -> 
     # dicts keep insertion order and max() returns the first maximum: ties go to first seen.
     winner = max(votes, key=votes.__getitem__)
     return 1.0 if first_verdict[winner] else 0.0
+
+
+def _safe_equivalent(equivalent: Callable[[str, str], bool], a: str, b: str) -> bool:
+    try:
+        return bool(equivalent(a, b))
+    except Exception:  # a checker that fails on odd input only splits the vote, never the stage
+        return False
+
+
+def bootstrap_interval(values: Sequence[float], *, num_resamples: int = 1000, level: float = 0.95,
+                       seed: int = 0) -> tuple[float, float]:
+    """Percentile-bootstrap interval of the mean of ``values`` (one value per prompt).
+
+    Resamples prompts with replacement ``num_resamples`` times; the interval is the
+    ((1-level)/2, (1+level)/2) quantiles of the resampled means. Deterministic for a seed.
+
+    Example:
+        >>> bootstrap_interval([1.0] * 10)
+        (1.0, 1.0)
+        >>> low, high = bootstrap_interval([0.0, 1.0] * 50)
+        >>> 0.38 < low < 0.5 < high < 0.62
+        True
+    """
+    array = _checked_values(values, "bootstrap_interval")
+    if not 0 < level < 1:
+        raise ValueError(f"bootstrap_interval: level must be in (0, 1), got {level}")
+    rng = np.random.default_rng(seed)
+    picks = rng.integers(0, len(array), size=(num_resamples, len(array)))  # (R, P)
+    means = array[picks].mean(axis=1)  # (R,)
+    tail = (1 - level) / 2
+    return float(np.quantile(means, tail)), float(np.quantile(means, 1 - tail))
+
+
+def _checked_values(values: Sequence[float], where: str) -> np.ndarray:
+    array = np.asarray(values, dtype=np.float64)
+    if array.ndim != 1 or len(array) == 0:
+        raise ValueError(f"{where}: needs a non-empty list of per-prompt values, got shape {array.shape}")
+    if not np.all(np.isfinite(array)):
+        raise ValueError(f"{where}: values must be finite numbers")
+    return array
+
+
+def paired_bootstrap(a_by_prompt: dict[str, float], b_by_prompt: dict[str, float], *, num_resamples: int = 1000,
+                     level: float = 0.95, seed: int = 0) -> dict:
+    """Is policy A's accuracy different from B's on the same prompts? A paired bootstrap.
+
+    Only prompts both policies were scored on count. Each resample draws prompts with
+    replacement and takes the mean of (A - B) over them, keeping every prompt's pair together,
+    which removes the variance that prompt difficulty adds to both. ``significant`` is True when
+    the interval of the difference excludes 0; ``p_value`` is the two-sided bootstrap p-value
+    (twice the smaller share of resampled differences on either side of 0).
+
+    Example:
+        >>> a = {f"p{i}": 1.0 for i in range(40)}
+        >>> b = {f"p{i}": float(i % 2) for i in range(40)}
+        >>> result = paired_bootstrap(a, b)
+        >>> result["difference"], result["significant"], result["num_prompts"]
+        (0.5, True, 40)
+        >>> paired_bootstrap(b, dict(b))["significant"]
+        False
+    """
+    shared = sorted(set(a_by_prompt) & set(b_by_prompt))
+    if not shared:
+        raise ValueError(f"paired_bootstrap: the two policies share no prompt ({len(a_by_prompt)} and "
+                         f"{len(b_by_prompt)} prompts); compare scores of the same bench")
+    differences = _checked_values([a_by_prompt[p] - b_by_prompt[p] for p in shared], "paired_bootstrap")
+    rng = np.random.default_rng(seed)
+    picks = rng.integers(0, len(differences), size=(num_resamples, len(differences)))  # (R, P)
+    means = differences[picks].mean(axis=1)  # (R,)
+    tail = (1 - level) / 2
+    low, high = float(np.quantile(means, tail)), float(np.quantile(means, 1 - tail))
+    p_value = min(1.0, 2 * min(float(np.mean(means <= 0)), float(np.mean(means >= 0))))
+    return {"difference": float(differences.mean()), "interval": [low, high], "p_value": p_value,
+            "significant": bool(low > 0 or high < 0), "num_prompts": len(shared), "level": level}
+
+
+def pool_per_prompt(per_prompt_list: Sequence[dict[str, float]]) -> dict[str, float]:
+    """Per-prompt means over several runs (seeds) of one policy, on the prompts every run has.
+
+    Example:
+        >>> pool_per_prompt([{"a": 1.0, "b": 0.0}, {"a": 0.5, "b": 1.0, "c": 1.0}])
+        {'a': 0.75, 'b': 0.5}
+    """
+    if not per_prompt_list:
+        raise ValueError("pool_per_prompt: no runs given")
+    shared = set(per_prompt_list[0]).intersection(*per_prompt_list[1:])
+    return {prompt: float(np.mean([run[prompt] for run in per_prompt_list])) for prompt in sorted(shared)}
+
+
+def per_prompt_accuracy(samples: Sequence[dict]) -> dict[str, float]:
+    """avg@n per prompt: the share of a prompt's samples that are correct, keyed by ``str(prompt_id)``.
+
+    Example:
+        >>> per_prompt_accuracy([{"prompt_id": 1, "correct": True}, {"prompt_id": 1, "correct": False}])
+        {'1': 0.5}
+    """
+    verdicts: dict[str, list[bool]] = defaultdict(list)
+    for row in samples:
+        verdicts[str(row["prompt_id"])].append(bool(row["correct"]))
+    return {prompt: float(np.mean(flags)) for prompt, flags in verdicts.items()}
 
 
 def _mean(values: Sequence[float]) -> float | None:
@@ -139,7 +253,8 @@ def _validated_ks(ks: Sequence[int]) -> list[int]:
     return sorted(set(int(k) for k in ks))
 
 
-def summarise_samples(samples: Sequence[dict], ks: Sequence[int]) -> dict:
+def summarise_samples(samples: Sequence[dict], ks: Sequence[int], *, equivalent: Callable[[str, str], bool] | None = None,
+                      num_resamples: int = 1000, seed: int = 0) -> dict:
     """The scores of one policy on one benchmark, from its scored sample rows.
 
     Each row: ``prompt_id``, ``sample_index``, ``completion``, ``answer`` (extracted, may be
@@ -147,7 +262,10 @@ def summarise_samples(samples: Sequence[dict], ks: Sequence[int]) -> dict:
     ``truncated``, ``num_tokens``. ``pass@1`` is the mean correctness over all samples;
     ``pass@k``/``maj@k`` are means over prompts, keyed by ``str(k)``. A k larger than the
     smallest number of samples any prompt has is left out and explained in ``skipped_k``.
-    Mean lengths are None when there is no sample of that kind.
+    Mean lengths are None when there is no sample of that kind. ``avg@n`` is pass@1 with its
+    bootstrap interval over prompts (``num_resamples``, ``seed``) in ``avg@n_interval``;
+    ``per_prompt`` holds each prompt's avg@n for paired comparisons. ``equivalent`` merges
+    answers for maj@k (see ``maj_at_k``).
 
     Example:
         >>> rows = [dict(prompt_id=p, sample_index=i, answer=a, reward=float(c), rewards={"acc": float(c)},
@@ -174,7 +292,7 @@ def summarise_samples(samples: Sequence[dict], ks: Sequence[int]) -> dict:
     maj_k: dict[str, float] = {}
     for k in usable_ks:
         pass_k[str(k)] = float(np.mean([pass_at_k(len(verdicts), sum(verdicts), k) for verdicts in correct_by_prompt]))
-        maj_k[str(k)] = float(np.mean([maj_at_k(answers, verdicts, k)
+        maj_k[str(k)] = float(np.mean([maj_at_k(answers, verdicts, k, equivalent)
                                        for answers, verdicts in zip(answers_by_prompt, correct_by_prompt)]))
 
     lengths_correct = [row["num_tokens"] for row in samples if row["correct"]]
@@ -184,11 +302,16 @@ def summarise_samples(samples: Sequence[dict], ks: Sequence[int]) -> dict:
         for name, value in (row.get("rewards") or {}).items():
             reward_parts[name].append(float(value))
 
+    per_prompt = per_prompt_accuracy(samples)
+    avg_at_n = float(np.mean(list(per_prompt.values())))
     return {
         "num_prompts": len(groups),
         "num_samples": len(samples),
         "num_samples_per_prompt": min_per_prompt,
         "pass@1": float(np.mean([bool(row["correct"]) for row in samples])),
+        "avg@n": avg_at_n,
+        "avg@n_interval": list(bootstrap_interval(list(per_prompt.values()), num_resamples=num_resamples, seed=seed)),
+        "per_prompt": per_prompt,
         "pass@k": pass_k,
         "maj@k": maj_k,
         "skipped_k": skipped,

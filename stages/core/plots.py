@@ -198,3 +198,74 @@ def plot_overlaid(path: str | os.PathLike, curves: dict[str, Series], ylabel: st
     if title:
         axis.set_title(title)
     _save(figure, path)
+
+
+@dataclass(frozen=True)
+class EvalPoint:
+    """One checkpoint's evaluation on one bench: avg@n with its interval, mean length, reflection rate."""
+
+    step: float
+    accuracy: float
+    low: float | None = None
+    high: float | None = None
+    mean_length: float | None = None
+    reflection_rate: float | None = None
+
+
+def plot_eval_curves(path: str | os.PathLike, curves: dict[str, Sequence[EvalPoint]], title: str = "",
+                     training_reflection: dict[str, Series] | None = None) -> None:
+    """Accuracy (avg@n, shaded interval), mean length and reflection rate against the training step,
+    stacked as R1-Zero's figures show them: one line per curve label (a bench, or run/bench).
+
+    ``training_reflection`` adds the reflection rate of the training rollouts (label -> series) as
+    dashed lines in the bottom panel.
+
+    Example:
+        >>> import tempfile, os
+        >>> out = os.path.join(tempfile.mkdtemp(), "c.png")
+        >>> plot_eval_curves(out, {"countdown": [EvalPoint(0, 0.2, 0.1, 0.3, 40.0, 0.0), EvalPoint(20, 0.5, 0.4, 0.6, 55.0, 0.1)]})
+        >>> open(out, "rb").read(4)
+        b'\\x89PNG'
+    """
+    figure, (accuracy_axis, length_axis, reflection_axis) = _new_figure(num_rows=3, height_in=8.0)
+    drawn = False
+    for index, (label, points) in enumerate(curves.items()):
+        points = sorted(points, key=lambda point: point.step)
+        if not points:
+            continue
+        drawn = True
+        color = f"C{index % 10}"
+        steps = [point.step for point in points]
+        accuracy_axis.plot(steps, [point.accuracy for point in points], color=color, marker="o", label=label)
+        bounded = [point for point in points if point.low is not None and point.high is not None]
+        if bounded:
+            accuracy_axis.fill_between([p.step for p in bounded], [p.low for p in bounded], [p.high for p in bounded],
+                                       color=color, alpha=RAW_ALPHA, linewidth=0)
+        _plot_optional(length_axis, points, "mean_length", color, label)
+        _plot_optional(reflection_axis, points, "reflection_rate", color, label)
+    for index, (label, series) in enumerate((training_reflection or {}).items()):
+        if len(series[0]):
+            drawn = True
+            window = smoothing_window(len(series[1]))
+            reflection_axis.plot(series[0], moving_average(series[1], window), color=f"C{(index + len(curves)) % 10}",
+                                 linestyle="--", label=f"{label} (training rollouts)")
+    if not drawn:
+        _no_data(accuracy_axis, "evaluation of checkpoints")
+    accuracy_axis.set_ylabel("accuracy (avg@n)")
+    accuracy_axis.set_ylim(-0.02, 1.02)
+    length_axis.set_ylabel("mean length (tokens)")
+    reflection_axis.set_ylabel("reflection rate")
+    reflection_axis.set_ylim(-0.02, 1.02)
+    reflection_axis.set_xlabel("GRPO step")
+    for axis in (accuracy_axis, reflection_axis):
+        if axis.get_legend_handles_labels()[0]:
+            axis.legend(loc="best", fontsize="small")
+    if title:
+        figure.suptitle(title)
+    _save(figure, path)
+
+
+def _plot_optional(axis, points: Sequence[EvalPoint], name: str, color: str, label: str) -> None:
+    kept = [point for point in points if getattr(point, name) is not None]
+    if kept:
+        axis.plot([p.step for p in kept], [getattr(p, name) for p in kept], color=color, marker="o", label=label)

@@ -12,7 +12,7 @@ from stages import compare
 from stages.compare import compare_runs, delta_table, final_policy, identity_from_path, load_compare_scores
 
 RUNS = Path(__file__).resolve().parents[1] / "fixtures" / "report" / "runs"
-CURVE_FILES = ["accuracy_vs_step.png", "length_vs_step.png", "reward_vs_step.png"]
+CURVE_FILES = ["accuracy_vs_step.png", "length_vs_step.png", "reward_vs_step.png", "eval_curves.png"]
 
 
 def parse_tables(markdown: str) -> list[list[dict[str, str]]]:
@@ -60,7 +60,8 @@ def test_final_policy(policies, expected, reason):
 
 
 def test_compare_runs_writes_every_file(built):
-    assert sorted(p.name for p in built.iterdir()) == sorted(["compare.md", "compare.html", "meta.json", *CURVE_FILES])
+    assert sorted(p.name for p in built.iterdir()) == sorted(["compare.md", "compare.html", "meta.json", "scores.csv",
+                                                              "significance.csv", *CURVE_FILES])
     for name in CURVE_FILES:
         assert (built / name).read_bytes()[:4] == b"\x89PNG"
 
@@ -71,7 +72,8 @@ def test_compare_table_rows(built):
     rows = {row["run/policy"]: row for row in table}
     assert rows["base"] == {"run/policy": "base", "countdown pass@1": "0.125", "countdown pass@4": "0.375",
                             "countdown maj@4": "0.250", "countdown mean length": "40.0", "math pass@1": "0.062",
-                            "math pass@4": "0.250", "math maj@4": "0.000", "math mean length": "45.0"}
+                            "math pass@4": "0.250", "math maj@4": "0.000", "math mean length": "45.0",
+                            "countdown avg@n [95% CI]": "n/a", "math avg@n [95% CI]": "n/a"}
     assert rows["run_a/sft"]["countdown pass@1"] == "0.250", "sft file has no 'run' field: taken from its path"
     assert rows["run_b/grpo"]["countdown mean length"] == "120.0"
     assert rows["run_b/grpo"]["math pass@1"] == "n/a"
@@ -90,7 +92,7 @@ def test_delta_of_final_policy_vs_base(built):
 
 
 def test_training_table(built):
-    training = {row["run"]: row for row in parse_tables((built / "compare.md").read_text())[2]}
+    training = {row["run"]: row for row in parse_tables((built / "compare.md").read_text())[3]}
     assert training["run_a"] == {"run": "run_a", "steps": "10", "last reward": "1.000", "best reward": "1.200",
                                  "last accuracy": "0.500", "best accuracy": "0.500", "total step time": "25.0 s"}
     assert training["run_b"]["steps"] == "6" and training["run_b"]["last accuracy"] == "0.180"
@@ -99,7 +101,7 @@ def test_training_table(built):
 def test_html_and_meta(built):
     page = (built / "compare.html").read_text()
     sources = re.findall(r'src="([^"]*)"', page)
-    assert len(sources) == 3 and all(src.startswith("data:image/png;base64,") for src in sources)
+    assert len(sources) == 4 and all(src.startswith("data:image/png;base64,") for src in sources)
     assert "<td>run_b/grpo</td>" in page
     meta = json.loads((built / "meta.json").read_text())
     assert meta["stage"] == "compare" and meta["config"]["runs"] == ["run_a", "run_b"]

@@ -64,9 +64,11 @@ def built(tmp_path_factory) -> Path:
 
 def test_writes_every_file(built):
     names = sorted(p.name for p in built.iterdir())
-    assert names == sorted(["report.md", "report.html", "meta.json", "sft_loss_vs_step.png", *PLOTS])
+    assert names == sorted(["report.md", "report.html", "meta.json", "sft_loss_vs_step.png", "eval_curves.png",
+                            "scores.csv", "curves.csv", *PLOTS])
     for name in PLOTS + ["sft_loss_vs_step.png"]:
         assert png_size(built / name) == (800, 450 if name != "reward_vs_step.png" else 600)
+    assert png_size(built / "eval_curves.png") == (800, 800)
 
 
 def test_score_table_rows(built):
@@ -81,12 +83,13 @@ def test_score_table_rows(built):
     assert grpo["countdown mean length correct"] == "80.0" and grpo["countdown mean length incorrect"] == "100.0"
     assert grpo["countdown format rate"] == "0.750" and grpo["countdown truncation rate"] == "0.125"
     assert sft["math pass@1"] == "n/a", "sft was not evaluated on math"
-    assert len(base) == 1 + 2 * 8, "policy + 8 metrics for each of 2 benches"
+    assert len(base) == 1 + 2 * 9, "policy + 9 metrics for each of 2 benches"
+    assert base["countdown avg@n [95% CI]"] == "n/a", "fixture scores from before avg@n carry no interval"
 
 
 def test_training_summary(built):
     markdown = (built / "report.md").read_text()
-    training = {row["metric"]: row for row in parse_tables(markdown)[1]}
+    training = {row["metric"]: row for row in parse_tables(markdown)[3]}
     # Fixture: reward 0.1*step except step 7 = 1.2; accuracy 0.05*step, absent at step 4.
     assert training["reward/total"] == {"metric": "reward/total", "first": "0.100", "last": "1.000", "best": "1.200", "best step": "7"}
     assert training["accuracy"]["first"] == "0.050" and training["accuracy"]["best step"] == "10"
@@ -99,7 +102,7 @@ def test_training_summary(built):
 def test_html_is_self_contained(built):
     page = (built / "report.html").read_text()
     sources = re.findall(r'src="([^"]*)"', page)
-    assert len(sources) == 4 and all(src.startswith("data:image/png;base64,") for src in sources)
+    assert len(sources) == 5 and all(src.startswith("data:image/png;base64,") for src in sources)
     embedded = base64.b64decode(sources[0].split(",", 1)[1])
     assert embedded == (built / "eval_accuracy.png").read_bytes()
     assert "<td>0.375</td>" in page and "<code>run_a</code>" in page
@@ -122,7 +125,7 @@ def test_cli_markdown_only_without_scores_or_sft(tmp_path):
     out = tmp_path / "run_b" / "report"
     run_stage(report.main, ["--config", str(config), "--input", f"metrics={RUNS / 'run_b/grpo/metrics.jsonl'}",
                             "--output", f"report={out}"])
-    assert sorted(p.name for p in out.iterdir()) == sorted(["report.md", "meta.json", *PLOTS])
+    assert sorted(p.name for p in out.iterdir()) == sorted(["report.md", "meta.json", "eval_curves.png", "curves.csv", *PLOTS])
     markdown = (out / "report.md").read_text()
     assert "# R1-Zero run report: run_b" in markdown
     assert "No evaluation scores were given." in markdown
