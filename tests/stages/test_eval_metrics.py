@@ -10,7 +10,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from stages.core import eval_metrics
-from stages.core.eval_metrics import maj_at_k, normalise_answer, pass_at_k, summarise_samples
+from stages.core.eval_metrics import (bootstrap_interval, maj_at_k, normalise_answer, paired_bootstrap, pass_at_k,
+                                      per_prompt_accuracy, pool_per_prompt, summarise_samples)
 
 
 def exact_pass_at_k(n: int, c: int, k: int) -> float:
@@ -212,3 +213,85 @@ def test_summarise_samples_rejects_bad_arguments(samples, ks, reason):
 def test_module_docstring_examples():
     result = doctest.testmod(eval_metrics)
     assert result.attempted >= 8 and result.failed == 0
+
+
+# ----------------------------------------------------------------------------- intervals and paired tests
+
+
+def test_bootstrap_interval_is_deterministic_and_covers_the_mean():
+    values = [1.0, 0.0, 0.5, 0.25, 1.0, 0.75] * 5
+    first = bootstrap_interval(values, seed=3)
+    assert first == bootstrap_interval(values, seed=3), "the same seed gives the same interval"
+    mean = sum(values) / len(values)
+    assert first[0] < mean < first[1]
+
+
+def test_bootstrap_interval_shrinks_with_more_prompts():
+    small = bootstrap_interval([0.0, 1.0] * 10)
+    large = bootstrap_interval([0.0, 1.0] * 500)
+    assert (large[1] - large[0]) < (small[1] - small[0]) / 4, "width falls like 1/sqrt(prompts)"
+
+
+def test_bootstrap_interval_matches_the_normal_approximation():
+    # 200 prompts of 0/1 with mean 0.5: the standard error is sqrt(0.25/200) = 0.0354, so the 95%
+    # interval is about +-0.069.
+    low, high = bootstrap_interval([0.0, 1.0] * 100, num_resamples=4000)
+    assert 0.12 < high - low < 0.16
+
+
+@pytest.mark.parametrize("values, match", [([], "non-empty"), ([0.5, float("nan")], "finite"), ([[1.0]], "shape")])
+def test_bootstrap_interval_rejects_bad_values(values, match):
+    with pytest.raises(ValueError, match=match):
+        bootstrap_interval(values)
+
+
+def test_paired_bootstrap_sees_a_small_consistent_gain_that_unpaired_intervals_miss():
+    # Prompt difficulty varies widely; B gains 0.1 on every prompt. The two unpaired intervals overlap,
+    # the paired difference is clearly above zero.
+    difficulty = [i / 40 for i in range(40)]
+    a = {f"p{i}": min(1.0, d + 0.1) for i, d in enumerate(difficulty)}
+    b = {f"p{i}": d for i, d in enumerate(difficulty)}
+    a_low, _ = bootstrap_interval(list(a.values()))
+    _, b_high = bootstrap_interval(list(b.values()))
+    assert a_low < b_high, "unpaired intervals overlap"
+    result = paired_bootstrap(a, b)
+    assert result["significant"] and result["interval"][0] > 0 and result["p_value"] < 0.05
+
+
+def test_paired_bootstrap_noise_is_not_significant():
+    a = {f"p{i}": float(i % 2) for i in range(40)}
+    b = {f"p{i}": float((i // 2) % 2) for i in range(40)}  # the same mean, different prompts right
+    result = paired_bootstrap(a, b)
+    assert result["difference"] == 0.0 and not result["significant"] and result["p_value"] > 0.5
+
+
+def test_paired_bootstrap_uses_shared_prompts_only_and_refuses_none():
+    result = paired_bootstrap({"a": 1.0, "b": 1.0, "only_a": 0.0}, {"a": 0.0, "b": 0.0, "only_b": 1.0})
+    assert result["num_prompts"] == 2 and result["difference"] == 1.0
+    with pytest.raises(ValueError, match="share no prompt"):
+        paired_bootstrap({"a": 1.0}, {"b": 1.0})
+
+
+def test_seeds_pool_per_prompt_before_resampling():
+    seeds = [{"p0": 1.0, "p1": 0.0}, {"p0": 0.5, "p1": 0.5}, {"p0": 0.0, "p1": 1.0, "p2": 1.0}]
+    assert pool_per_prompt(seeds) == {"p0": 0.5, "p1": 0.5}, "prompts every seed has"
+    with pytest.raises(ValueError, match="no runs"):
+        pool_per_prompt([])
+
+
+def test_summary_carries_avg_at_n_interval_and_per_prompt():
+    rows = [dict(prompt_id=p, sample_index=i, answer="1", reward=float(c), correct=c, format_ok=True, truncated=False,
+                 num_tokens=5) for p, verdicts in (("x", [True, True]), ("y", [True, False]), (7, [False, False]))
+            for i, c in enumerate(verdicts)]
+    scores = summarise_samples(rows, ks=[1])
+    assert scores["per_prompt"] == {"x": 1.0, "y": 0.5, "7": 0.0} == per_prompt_accuracy(rows)
+    assert scores["avg@n"] == 0.5
+    low, high = scores["avg@n_interval"]
+    assert 0.0 <= low <= 0.5 <= high <= 1.0
+
+
+def test_maj_at_k_equivalence_checker_that_raises_only_splits_the_vote():
+    def broken(a, b):
+        raise RuntimeError("checker down")
+
+    assert maj_at_k(["2", "3", "3"], [False, True, True], k=3, equivalent=broken) == 1.0
