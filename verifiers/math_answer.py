@@ -1,7 +1,9 @@
 """Math answer verification: extract the final answer, compare it with the gold, bounded.
 
-Pipeline (Math-Verify's shape, our own code): ``extract_answer`` finds the answer in a
-completion; ``check_equivalence`` first tries a cheap in-process path that cannot hang (string
+Pipeline (Math-Verify's shape, our own code): ``judge`` is the one verdict path that the
+rewards, the evaluation and ``r1zero verify`` share: under a named ``MathPolicy``
+(``verifiers.math_policy``) it rejects degenerate completions by cap, then ``extract_answer``
+finds the answer in a completion; ``check_equivalence`` first tries a cheap in-process path that cannot hang (string
 and plain-number normalisation, choice letters), and otherwise sends the pair to a pool of
 worker processes (``verifiers.bounded``) that parse with a grammar and compare with sympy under
 a hard time and memory limit. Every failure (timeout, memory, parse error) is "not equal" with a
@@ -21,10 +23,18 @@ from __future__ import annotations
 import os
 import re
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from verifiers.bounded import BoundedPool, close_shared_pools, shared_pool
-from verifiers.math_parse import MAX_ANSWER_CHARS, fast_compare
+from verifiers.math_parse import (
+    DEFAULT_OPTIONS,
+    MAX_ANSWER_CHARS,
+    CompareOptions,
+    clean_answer,
+    fast_verdict,
+    parse_plain_number,
+)
+from verifiers.math_policy import POLICIES, MathPolicy, degenerate_reason, get_policy, reward_name
 
 WORKER_TARGET = "verifiers.math_parse:compare_request"
 WORKER_INIT = "verifiers.math_parse:warm_up"
@@ -35,9 +45,10 @@ WORKER_MEMORY_MB = 1024
 DEFAULT_NUM_WORKERS = 2
 # A batch without num_workers uses one worker per CPU, up to this many (each holds ~100 MB).
 MAX_DEFAULT_BATCH_WORKERS = 8
-DEFAULT_FALLBACKS = ("answer_is", "last_number")
-# Lenient extraction for comparing two free texts (peer cases, the verify CLI).
-TEXT_FALLBACKS = ("whole", "answer_is", "last_math", "last_number")
+# The fallbacks of the lenient and text policies (verifiers.math_policy), for callers of
+# extract_answer; the rewards take theirs from their policy.
+DEFAULT_FALLBACKS = POLICIES["lenient"].fallbacks
+TEXT_FALLBACKS = POLICIES["text"].fallbacks
 
 
 @dataclass(frozen=True)
@@ -236,25 +247,83 @@ def extract_answer(text: str, fallbacks: tuple[str, ...] = DEFAULT_FALLBACKS) ->
         >>> extract_answer("<think>the answer is 1</think>") is None
         True
     """
+    return extract_answer_with_source(text, fallbacks)[0]
+
+
+def extract_answer_with_source(text: str, fallbacks: tuple[str, ...] = DEFAULT_FALLBACKS
+                               ) -> tuple[str | None, str]:
+    r"""``extract_answer`` and the rule that found it: ``answer_tag``, ``boxed``, a fallback's
+    name, or ``none``.
+
+    Example:
+        >>> extract_answer_with_source("so \\boxed{3}", ())
+        ('3', 'boxed')
+    """
     if not isinstance(text, str):
-        return None
+        return None, "none"
     # Chat-template tokens end the answer ("... is 19. <|im_start|>user").
     visible = re.split(r"<\|(?:im_start|im_end|endoftext|eot_id)\|>", strip_think(text))[0]
     answer_end = visible.rfind("</answer>")
     answer_start = visible.rfind("<answer>", 0, answer_end) if answer_end != -1 else -1
     if answer_start != -1:  # rfind, not a regex: linear even with thousands of unclosed tags
         inner = visible[answer_start + len("<answer>"):answer_end]
-        return (find_boxed(inner) or inner).strip()
+        return (find_boxed(inner) or inner).strip(), "answer_tag"
     boxed = find_boxed(visible)
     if boxed is not None:
-        return boxed.strip()
+        return boxed.strip(), "boxed"
     for name in fallbacks:
         if name not in _FALLBACKS:
             raise ValueError(f"unknown fallback {name!r}; known: {sorted(_FALLBACKS)}")
         found = _FALLBACKS[name](visible)
         if found and found.strip():
-            return found.strip()
-    return None
+            return found.strip(), name
+    return None, "none"
+
+
+def extract_gold(text: str) -> str | None:
+    r"""The gold answer in a gold text, the same way under every policy: the answer tag or the
+    last box, else the text fallbacks (a gold may be a whole solution), else the text as given
+    (a dataset gold like "Monday" is an answer, not prose to search).
+
+    Example:
+        >>> extract_gold(r"so the answer is $\frac{1}{2}$."), extract_gold("Monday")
+        ('\\frac{1}{2}', 'Monday')
+    """
+    if not isinstance(text, str):
+        return None
+    found, _ = extract_answer_with_source(text, TEXT_FALLBACKS)
+    return found if found else (text.strip() or None)
+
+
+def is_plain_number(answer: str) -> bool:
+    r"""True when an answer is a plain number (5, -2.5, 1,000, 3/4, \frac{1}{2}).
+
+    Example:
+        >>> is_plain_number("1,000"), is_plain_number("(0, 1)")
+        (True, False)
+    """
+    try:
+        return parse_plain_number(clean_answer(answer)) is not None
+    except Exception:  # noqa: BLE001 - an odd gold is simply "not a plain number"
+        return False
+
+
+def extract_prediction(completion: str, policy: MathPolicy, gold_answer: str | None) -> tuple[str | None, str]:
+    """The answer a policy takes from a completion, and the rule that found it. The
+    ``last_number`` fallback is skipped when the policy wants a plain-number gold and this
+    gold is not one.
+
+    Example:
+        >>> extract_prediction("so it is 4", get_policy("lenient"), "4")
+        ('4', 'last_number')
+        >>> extract_prediction("so it is 4", get_policy("lenient"), "(0, 4)")
+        (None, 'none')
+    """
+    fallbacks = policy.fallbacks
+    if "last_number" in fallbacks and policy.last_number_needs_numeric_gold and \
+            not (gold_answer is not None and is_plain_number(gold_answer)):
+        fallbacks = tuple(name for name in fallbacks if name != "last_number")
+    return extract_answer_with_source(completion, fallbacks)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -283,7 +352,14 @@ def reset_workers() -> None:
     close_shared_pools()
 
 
-def _precheck(pred, gold, rel_tol: float) -> Verdict | None:
+def _options(options: CompareOptions | None, rel_tol: float | None) -> CompareOptions:
+    """The comparison options of a call: given ones, or the defaults with ``rel_tol``."""
+    if options is not None:
+        return options
+    return DEFAULT_OPTIONS if rel_tol is None else CompareOptions(rel_tol=rel_tol)
+
+
+def _precheck(pred, gold, options: CompareOptions) -> Verdict | None:
     """Verdicts decided without a worker: missing or oversized input, or the fast path."""
     if pred is None or gold is None:
         return Verdict(False, "missing answer")
@@ -291,32 +367,37 @@ def _precheck(pred, gold, rel_tol: float) -> Verdict | None:
     if len(pred) > MAX_ANSWER_CHARS or len(gold) > MAX_ANSWER_CHARS:
         return Verdict(False, f"answer longer than {MAX_ANSWER_CHARS} characters")
     try:
-        fast = fast_compare(pred, gold, rel_tol=rel_tol)
+        fast = fast_verdict(pred, gold, options)
     except Exception as exc:  # noqa: BLE001 - never raise to a reward function
         return Verdict(False, f"normalisation error: {type(exc).__name__}")
     return Verdict(*fast) if fast is not None else None
 
 
-def _safe_precheck(pred, gold, rel_tol: float) -> Verdict | None:
+def _safe_precheck(pred, gold, options: CompareOptions) -> Verdict | None:
     try:
-        return _precheck(pred, gold, rel_tol)
+        return _precheck(pred, gold, options)
     except Exception as exc:  # noqa: BLE001 - one odd item must not fail the batch
         return Verdict(False, f"error: {type(exc).__name__}")
 
 
-def _ask_worker(pool: BoundedPool, pred, gold, rel_tol: float, timeout_s: float) -> Verdict:
-    result = pool.call({"pred": str(pred), "gold": str(gold), "rel_tol": rel_tol}, timeout_s=timeout_s)
+def _ask_worker(pool: BoundedPool, pred, gold, options: CompareOptions, timeout_s: float) -> Verdict:
+    payload = {"pred": str(pred), "gold": str(gold), "options": options.to_payload()}
+    result = pool.call(payload, timeout_s=timeout_s)
     if not result.ok or not isinstance(result.value, dict):
         return Verdict(False, result.reason or "worker gave no answer")
     return Verdict(bool(result.value.get("equal")), str(result.value.get("reason", "")))
 
 
-def check_equivalence(pred: str, gold: str, *, rel_tol: float = 1e-4, timeout_s: float = 2.0) -> Verdict:
+def check_equivalence(pred: str, gold: str, *, rel_tol: float | None = None, timeout_s: float = 2.0,
+                      options: CompareOptions | None = None) -> Verdict:
     r"""Whether ``pred`` means the same answer as ``gold``, with the reason.
 
-    Numbers match within ``rel_tol`` (relative); expressions, equations, relations, tuples
-    (ordered), sets and bare lists (unordered), intervals, matrices and choice letters are
-    compared structurally. Bounded by ``timeout_s`` of worker time and the worker memory limit.
+    ``options`` (default: the strict policy's) set the tolerance, percent and equation-chain
+    rules; ``rel_tol`` alone is a shortcut for the defaults with another tolerance. Numbers
+    match within the tolerance when one is a decimal; expressions, equations, relations,
+    tuples (ordered), sets and bare lists (unordered), intervals, matrices and choice letters
+    are compared structurally; an undefined value (0/0) is never equal. Bounded by
+    ``timeout_s`` of worker time and the worker memory limit.
 
     Example:
         >>> check_equivalence(r"\{2, 1\}", "1, 2")
@@ -325,26 +406,29 @@ def check_equivalence(pred: str, gold: str, *, rel_tol: float = 1e-4, timeout_s:
         False
     """
     try:
-        verdict = _precheck(pred, gold, rel_tol)
+        options = _options(options, rel_tol)
+        verdict = _precheck(pred, gold, options)
         if verdict is not None:
             return verdict
-        return _ask_worker(_pool(), pred, gold, rel_tol, timeout_s)
+        return _ask_worker(_pool(), pred, gold, options, timeout_s)
     except Exception as exc:  # noqa: BLE001 - e.g. an object whose __str__ raises; never propagate
         return Verdict(False, f"error: {type(exc).__name__}")
 
 
-def is_equivalent(pred: str, gold: str, *, rel_tol: float = 1e-4, timeout_s: float = 2.0) -> bool:
+def is_equivalent(pred: str, gold: str, *, rel_tol: float | None = None, timeout_s: float = 2.0,
+                  options: CompareOptions | None = None) -> bool:
     """``check_equivalence(...).equal``.
 
     Example:
         >>> is_equivalent("x^2+2x+1", "(x+1)^2")
         True
     """
-    return check_equivalence(pred, gold, rel_tol=rel_tol, timeout_s=timeout_s).equal
+    return check_equivalence(pred, gold, rel_tol=rel_tol, timeout_s=timeout_s, options=options).equal
 
 
 def batch_is_equivalent(pairs: list[tuple[str, str]], *, num_workers: int | None = None,
-                        timeout_s: float = 2.0, rel_tol: float = 1e-4) -> list[Verdict]:
+                        timeout_s: float = 2.0, rel_tol: float | None = None,
+                        options: CompareOptions | None = None) -> list[Verdict]:
     """Verdicts for many ``(pred, gold)`` pairs, in order, over a pool of worker processes.
 
     Each pair gets its own ``timeout_s``; a pair that hangs or exhausts memory costs only its
@@ -356,77 +440,187 @@ def batch_is_equivalent(pairs: list[tuple[str, str]], *, num_workers: int | None
         >>> [v.equal for v in batch_is_equivalent([("1/2", "0.5"), ("3", "4")])]
         [True, False]
     """
-    verdicts: list[Verdict | None] = [_safe_precheck(pred, gold, rel_tol) for pred, gold in pairs]
+    options = _options(options, rel_tol)
+    verdicts: list[Verdict | None] = [_safe_precheck(pred, gold, options) for pred, gold in pairs]
     pending = [index for index, verdict in enumerate(verdicts) if verdict is None]
     if pending:
         num_workers = max(1, num_workers or min(os.cpu_count() or 1, MAX_DEFAULT_BATCH_WORKERS))
         pool = _pool(num_workers)
         with ThreadPoolExecutor(max_workers=num_workers) as executor:
             answers = executor.map(
-                lambda index: _ask_worker(pool, *pairs[index], rel_tol, timeout_s), pending)
+                lambda index: _ask_worker(pool, *pairs[index], options, timeout_s), pending)
             for index, verdict in zip(pending, answers):
                 verdicts[index] = verdict
     return verdicts  # type: ignore[return-value]
 
 
-def check_answer_texts(pred_text: str, gold_text: str, *, rel_tol: float = 1e-4,
+# ---------------------------------------------------------------------------------------------
+# The one verdict path: policy -> caps -> extraction -> comparison
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Judgement:
+    """A policy's verdict on one completion, and how it was reached.
+
+    ``extracted_by`` is the extraction rule (``answer_tag``, ``boxed``, a fallback name,
+    ``none``, or ``cap`` when a cap rejected the completion before extraction); ``reason`` is
+    the comparison's; ``rejected`` names the cap (one of ``math_policy.CAP_REASONS``) or is None.
+    """
+
+    equal: bool
+    reason: str
+    extracted_by: str
+    pred_answer: str | None = None
+    gold_answer: str | None = None
+    rejected: str | None = None
+
+    @property
+    def rule(self) -> str:
+        """One line saying which rule decided: ``boxed -> numbers equal``, ``cap -> depth``."""
+        return f"{self.extracted_by} -> {self.reason}"
+
+
+def _before_comparison(completion, gold, policy: MathPolicy, extract: bool) -> Judgement | tuple[str, str, str]:
+    """A Judgement decided before any comparison (cap, missing answer), else the (pred answer,
+    gold answer, extraction rule) to compare."""
+    if not isinstance(completion, str) or not isinstance(gold, str):
+        return Judgement(False, "completion and gold must be strings", "none")
+    cap = degenerate_reason(completion, policy)
+    if cap is not None:
+        return Judgement(False, f"rejected by the {cap} cap", "cap", rejected=cap)
+    gold_answer = extract_gold(gold) if extract else gold.strip()
+    if not gold_answer:
+        return Judgement(False, "no answer found in gold", "none")
+    if not extract:
+        return completion.strip(), gold_answer, "as_given"
+    pred_answer, source = extract_prediction(completion, policy, gold_answer)
+    if pred_answer is None:
+        return Judgement(False, "no answer found in prediction", source, gold_answer=gold_answer)
+    return pred_answer, gold_answer, source
+
+
+def judge(completion: str, gold: str, policy: MathPolicy | str = "strict", *, timeout_s: float = 2.0,
+          extract: bool = True) -> Judgement:
+    r"""The verdict of ``policy`` on a completion against a gold: caps, then extraction, then
+    comparison. The math rewards, the evaluation and ``r1zero verify`` all come here.
+
+    ``extract=False`` compares the two texts as given (caps still apply).
+
+    Example:
+        >>> judge("<think>..</think><answer>\\frac{1}{2}</answer>", "0.5").rule
+        'answer_tag -> numbers equal'
+        >>> judge("so it is 4", "4", "strict").equal, judge("so it is 4", "4", "lenient").equal
+        (False, True)
+    """
+    try:
+        policy = get_policy(policy) if isinstance(policy, str) else policy
+        before = _before_comparison(completion, gold, policy, extract)
+        if isinstance(before, Judgement):
+            return before
+        pred_answer, gold_answer, source = before
+        verdict = check_equivalence(pred_answer, gold_answer, timeout_s=timeout_s, options=policy.compare_options())
+        return Judgement(verdict.equal, verdict.reason, source, pred_answer, gold_answer)
+    except ValueError:
+        raise  # an unknown policy name is the caller's error
+    except Exception as exc:  # noqa: BLE001 - a verdict never raises to a reward function
+        return Judgement(False, f"error: {type(exc).__name__}", "none")
+
+
+def batch_judge(pairs: list[tuple[str, str]], policy: MathPolicy | str = "strict", *,
+                num_workers: int | None = None, timeout_s: float = 2.0, extract: bool = True) -> list[Judgement]:
+    """``judge`` for many ``(completion, gold)`` pairs, the comparisons spread over the worker
+    pool (same verdicts as one ``judge`` call per pair).
+
+    Example:
+        >>> [j.equal for j in batch_judge([("<answer>2</answer>", "2"), ("2", "2")])]
+        [True, False]
+    """
+    policy = get_policy(policy) if isinstance(policy, str) else policy
+    judgements: list[Judgement | None] = []
+    to_compare: list[tuple[str, str]] = []
+    pending: list[tuple[int, str]] = []
+    for completion, gold in pairs:
+        try:
+            before = _before_comparison(completion, gold, policy, extract)
+        except Exception as exc:  # noqa: BLE001 - one odd item must not fail the batch
+            before = Judgement(False, f"error: {type(exc).__name__}", "none")
+        if isinstance(before, Judgement):
+            judgements.append(before)
+            continue
+        pending.append((len(judgements), before[2]))
+        judgements.append(None)
+        to_compare.append(before[:2])
+    verdicts = batch_is_equivalent(to_compare, num_workers=num_workers, timeout_s=timeout_s,
+                                   options=policy.compare_options())
+    for (position, source), (pred_answer, gold_answer), verdict in zip(pending, to_compare, verdicts):
+        judgements[position] = Judgement(verdict.equal, verdict.reason, source, pred_answer, gold_answer)
+    return judgements  # type: ignore[return-value]
+
+
+def check_answer_texts(pred_text: str, gold_text: str, *, rel_tol: float | None = None,
                        timeout_s: float = 2.0) -> Verdict:
-    r"""Compare two free texts (solutions, or bare answers) by extracting an answer from each
-    with the lenient ``TEXT_FALLBACKS`` first.
+    r"""Compare two free texts (solutions, or bare answers) under the ``text`` policy, which
+    extracts with the lenient ``TEXT_FALLBACKS``.
 
     Example:
         >>> check_answer_texts("Thus the answer is $\\frac{1}{2}$.", "$0.5$").equal
         True
     """
-    pred = extract_answer(pred_text, TEXT_FALLBACKS)
-    gold = extract_answer(gold_text, TEXT_FALLBACKS)
-    if gold is None:
-        return Verdict(False, "no answer found in gold")
-    if pred is None:
-        return Verdict(False, "no answer found in prediction")
-    return check_equivalence(pred, gold, rel_tol=rel_tol, timeout_s=timeout_s)
+    policy = POLICIES["text"] if rel_tol is None else replace(POLICIES["text"], rel_tol=rel_tol)
+    judgement = judge(pred_text, gold_text, policy, timeout_s=timeout_s)
+    return Verdict(judgement.equal, judgement.reason)
 
 
 def batch_check_answer_texts(pairs: list[tuple[str, str]], *, num_workers: int | None = None,
-                             timeout_s: float = 2.0, rel_tol: float = 1e-4) -> list[Verdict]:
+                             timeout_s: float = 2.0, rel_tol: float | None = None) -> list[Verdict]:
     """``check_answer_texts`` for many ``(pred_text, gold_text)`` pairs over the worker pool.
 
     Example:
         >>> [v.equal for v in batch_check_answer_texts([("so $x=2$", "2"), ("no answer", "2")])]
         [True, False]
     """
-    verdicts: list[Verdict | None] = []
-    to_compare: list[tuple[str, str]] = []
-    positions: list[int] = []
-    for pred_text, gold_text in pairs:
-        pred = extract_answer(pred_text, TEXT_FALLBACKS)
-        gold = extract_answer(gold_text, TEXT_FALLBACKS)
-        if gold is None or pred is None:
-            verdicts.append(Verdict(False, f"no answer found in {'gold' if gold is None else 'prediction'}"))
-        else:
-            positions.append(len(verdicts))
-            verdicts.append(None)
-            to_compare.append((pred, gold))
-    compared = batch_is_equivalent(to_compare, num_workers=num_workers, timeout_s=timeout_s, rel_tol=rel_tol)
-    for position, verdict in zip(positions, compared):
-        verdicts[position] = verdict
-    return verdicts  # type: ignore[return-value]
+    policy = POLICIES["text"] if rel_tol is None else replace(POLICIES["text"], rel_tol=rel_tol)
+    return [Verdict(j.equal, j.reason) for j in batch_judge(pairs, policy, num_workers=num_workers,
+                                                              timeout_s=timeout_s)]
+
+
+def policy_reward(policy_name: str):
+    """The reward function ``(completion, example) -> 0.0 | 1.0`` of a named policy: ``judge``
+    against ``example["answer"]``. Never raises: a missing answer, a cap, a parse failure or
+    a timeout all give 0.0.
+
+    Example:
+        >>> policy_reward("lenient")("it is 4", {"answer": "4"})
+        1.0
+    """
+    policy = get_policy(policy_name)
+
+    def reward(completion: str, example: dict) -> float:
+        try:
+            gold = example.get("answer") if isinstance(example, dict) else None
+            if gold is None or isinstance(gold, bool):
+                return 0.0
+            return 1.0 if judge(completion, str(gold), policy).equal else 0.0
+        except Exception:  # noqa: BLE001 - a reward must never take down training
+            return 0.0
+
+    reward.__name__ = reward.__qualname__ = reward_name(policy_name).replace("-", "_") + "_reward"
+    return reward
+
+
+# One reward per policy, registered under reward_name(policy): math (strict), math_lenient, ...
+MATH_REWARDS = {reward_name(policy_name): policy_reward(policy_name) for policy_name in POLICIES}
 
 
 def math_reward(completion: str, example: dict) -> float:
-    """1.0 when the completion's final answer equals ``example["answer"]``, else 0.0.
-
-    Never raises: a missing answer, a parse failure or a timeout all give 0.0.
+    """The ``math`` reward (the ``strict`` policy): 1.0 when the completion's answer tag, or else
+    its last box, equals ``example["answer"]``, else 0.0.
 
     Example:
         >>> math_reward("<think>2+2</think><answer>4</answer>", {"answer": "4"})
         1.0
+        >>> math_reward("2+2 is 4", {"answer": "4"})  # no tag, no box: strict takes no last number
+        0.0
     """
-    try:
-        gold = example.get("answer") if isinstance(example, dict) else None
-        pred = extract_answer(completion)
-        if pred is None or gold is None:
-            return 0.0
-        return 1.0 if is_equivalent(pred, str(gold)) else 0.0
-    except Exception:  # noqa: BLE001 - a reward must never take down training
-        return 0.0
+    return MATH_REWARDS["math"](completion, example)

@@ -15,17 +15,25 @@ in-process path for plain numbers, letters and identical strings, and cannot han
 Example:
     >>> clean_answer(r"$\\dfrac12$ \\text{ meters}")
     '\\\\frac{1}{2}'
-    >>> fast_compare("1,000", "1000.0", rel_tol=1e-4)
+    >>> fast_compare("1,000", "1000.0")
     (True, 'numbers equal')
+
+How two answers are compared is set by ``CompareOptions`` (the comparison half of a
+``verifiers.math_policy.MathPolicy``): tolerance, percent signs, equation chains, other-script
+digits, symbolic comparison. Undefined values (0/0, oo - oo) never compare equal.
 """
 
 from __future__ import annotations
 
 import ast
 import cmath
+import dataclasses
 import functools
+import math
 import re
+import unicodedata
 from fractions import Fraction
+from typing import NamedTuple
 
 # Limits that keep parsing and evaluation cheap; an answer beyond them is refused, not parsed.
 MAX_ANSWER_CHARS = 2000
@@ -33,8 +41,82 @@ MAX_DIGIT_RUN = 200
 MAX_NESTING_DEPTH = 40
 MAX_EXPONENT_DIGITS = 4
 MAX_PLAIN_EXPONENT = 10_000
+# Cost bounds checked on the parsed answer before anything is evaluated or simplified, so that
+# the same input takes the same path in every worker (a cold sympy cache made a relation between
+# two powers of (x+1) cost 0.05 s in one worker and the whole time limit in another):
+# a number with more digits than this is never built (9^9999 has 9,543 digits: fine) ...
+MAX_POWER_DIGITS = 20_000
+# ... and a power of an expression with symbols stays below this exponent ((x+1)^64 is allowed).
+MAX_SYMBOLIC_EXPONENT = 64
+# ``simplify`` (the last resort when sample points cannot decide) only runs on small expressions.
+MAX_SIMPLIFY_OPS = 60
+MAX_SIMPLIFY_EXPONENT = 8
 # Exact answers are compared after 30-digit evaluation, so only rounding noise is forgiven.
 EXACT_REL_TOL = 1e-12
+
+
+class Tolerance(NamedTuple):
+    """How far apart two approximate numbers may be: ``|a - b| <= max(rel * max(|a|,|b|), abs)``."""
+
+    rel: float = 1e-4
+    abs: float = 0.0
+
+
+EXACT = Tolerance(0.0, 0.0)
+PERCENT_MODES = ("drop_sign", "either")
+EQUATION_CHAIN_MODES = ("last", "refuse")
+
+
+@dataclasses.dataclass(frozen=True)
+class CompareOptions:
+    """How two extracted answers are compared; see docs/verifiers.md for each rule.
+
+    ``rel_tol``/``abs_tol`` apply when either side is written as a decimal (0.333 vs 1/3);
+    two exact values (1112112 vs 1112122, sqrt(2)/2) must be equal up to evaluation noise.
+    ``percent``: "drop_sign" (50% is 50, so 25% is not 0.25) or "either" (25% is 25 or 0.25).
+    ``equation_chains``: "last" (``x = 2+3 = 5`` is judged by 5) or "refuse" (not equal).
+    ``unicode_digits``: map full-width and other-script digits to ASCII; off: refuse them.
+    ``symbolic``: compare expressions, relations, sets... with sympy in a worker; off: only
+    numbers, choice letters and identical strings are ever equal.
+
+    Example:
+        >>> CompareOptions().tolerance
+        Tolerance(rel=0.0001, abs=0.0)
+    """
+
+    rel_tol: float = 1e-4
+    abs_tol: float = 0.0
+    percent: str = "drop_sign"
+    equation_chains: str = "last"
+    unicode_digits: bool = True
+    symbolic: bool = True
+
+    def __post_init__(self):
+        for name in ("rel_tol", "abs_tol"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) \
+                    or value < 0:
+                raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
+        if self.rel_tol >= 1:
+            raise ValueError(f"rel_tol must be below 1 (1 would make every number equal), got {self.rel_tol!r}")
+        if self.percent not in PERCENT_MODES:
+            raise ValueError(f"percent must be one of {PERCENT_MODES}, got {self.percent!r}")
+        if self.equation_chains not in EQUATION_CHAIN_MODES:
+            raise ValueError(f"equation_chains must be one of {EQUATION_CHAIN_MODES}, got {self.equation_chains!r}")
+
+    @property
+    def tolerance(self) -> Tolerance:
+        return Tolerance(float(self.rel_tol), float(self.abs_tol))
+
+    def to_payload(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_payload(cls, payload: dict | None) -> "CompareOptions":
+        return cls(**(payload or {}))
+
+
+DEFAULT_OPTIONS = CompareOptions()
 
 # ---------------------------------------------------------------------------------------------
 # Normalisation
@@ -255,40 +337,51 @@ def parse_plain_number(text: str) -> Fraction | None:
     return None
 
 
-def numbers_close(a, b, rel_tol: float) -> bool:
-    """Relative tolerance against the larger magnitude; exact zero needs |other| <= rel_tol^2.
+def numbers_close(a, b, tol: Tolerance) -> bool:
+    """``|a - b| <= max(tol.rel * max(|a|, |b|), tol.abs)``; NaN and infinities are never close.
 
     Example:
-        >>> numbers_close(Fraction(1, 3), Fraction(3333, 10000), 1e-4)
+        >>> numbers_close(Fraction(1, 3), Fraction(3333, 10000), Tolerance(1e-4))
         True
+        >>> numbers_close(float("nan"), float("nan"), Tolerance(1e-4))
+        False
     """
-    if a == b:
-        return True
     if isinstance(a, complex) or isinstance(b, complex) or isinstance(a, float) or isinstance(b, float):
-        # An overflowed evaluation (inf, nan) proves nothing: |inf - 1| <= tol * inf is "true".
+        # An overflowed or undefined evaluation (inf, nan) proves nothing: |inf - 1| <= tol * inf
+        # is "true", and nan == nan must never pass as an answer.
         if not (cmath.isfinite(a) and cmath.isfinite(b)):
             return False
+    if a == b:
+        return True
     scale = max(abs(a), abs(b))
-    return abs(a - b) <= rel_tol * scale
+    return abs(a - b) <= max(tol.rel * scale, tol.abs)
 
 
-def fast_compare(pred: str, gold: str, *, rel_tol: float) -> tuple[bool, str] | None:
+# Text that may evaluate to an undefined value: identical strings of this kind are not equal
+# until they are parsed and found defined (0/0 written twice is still undefined).
+_MAYBE_UNDEFINED = re.compile(r"/|\\frac|\\div|\\infty|\binf|\boo\b|nan|undefined|\^|\blog|\bln|\\log|\\ln|"
+                              r"tan|cot|sec|csc", re.I)
+
+
+def fast_compare(pred: str, gold: str, options: CompareOptions = DEFAULT_OPTIONS) -> tuple[bool, str] | None:
     """A definitive verdict from string/number normalisation alone, or None to go symbolic.
 
     Example:
-        >>> fast_compare("(B)", r"\\text{B}", rel_tol=1e-4)
+        >>> fast_compare("(B)", r"\\text{B}")
         (True, 'same choice letter')
+        >>> fast_compare("0/0", "0/0") is None  # identical, but maybe undefined: parse it
+        True
     """
     pred_clean, gold_clean = clean_answer(pred), clean_answer(gold)
-    if pred_clean == gold_clean and pred_clean:
-        return True, "identical after normalisation"
     pred_number, gold_number = parse_plain_number(pred_clean), parse_plain_number(gold_clean)
     if pred_number is not None and gold_number is not None:
         # The tolerance is for decimals; two exact answers (1112112 vs 1112122) must match exactly.
         is_approximate = bool(re.search(r"[.eE]", pred_clean + gold_clean))
-        if numbers_close(pred_number, gold_number, rel_tol if is_approximate else 0.0):
+        if numbers_close(pred_number, gold_number, options.tolerance if is_approximate else EXACT):
             return True, "numbers equal"
         return False, f"numbers differ ({pred_clean} vs {gold_clean})"
+    if pred_clean == gold_clean and pred_clean and not _MAYBE_UNDEFINED.search(pred_clean):
+        return True, "identical after normalisation"
     if _TIME_OF_DAY.fullmatch(gold_clean) and _TIME_OF_DAY.fullmatch(pred_clean):
         return False, "different times of day"  # identical strings returned above
     gold_letter, pred_letter = _MC_LETTER.fullmatch(gold_clean), _MC_LETTER.fullmatch(pred_clean)
@@ -349,7 +442,7 @@ def _plain_node_to_sympy(node: ast.AST, depth: int = 0):
     constants, functions = _plain_names()
     recurse = functools.partial(_plain_node_to_sympy, depth=depth + 1)
     if isinstance(node, ast.Constant) and type(node.value) in (int, float):
-        if isinstance(node.value, float):  # a Float marks the answer as approximate (rel_tol applies)
+        if isinstance(node.value, float):  # a Float marks the answer as approximate (tol applies)
             return sympy.Float(repr(node.value), 30)
         return sympy.Integer(node.value)
     if isinstance(node, ast.Name):
@@ -374,6 +467,7 @@ def _plain_node_to_sympy(node: ast.AST, depth: int = 0):
         if isinstance(node.op, ast.Pow):
             if right.is_number and abs(complex(right)) > MAX_PLAIN_EXPONENT:
                 raise ValueError("exponent too large")
+            check_power_cost(left, right)  # before sympy.Pow builds (and evaluates) it
             return sympy.Pow(left, right)
         raise ValueError(f"operator {type(node.op).__name__} not allowed")
     if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id in functions \
@@ -633,9 +727,90 @@ def _parse_element(text: str):
         value = _parse_relation(text)
     if value is None:
         value = _parse_expression(text)
-    if getattr(value, "has", None) and value.has(sympy.zoo, sympy.nan):
-        raise ValueError("undefined value (division by zero)")
+    if is_undefined(value):
+        raise ValueError("undefined value (0/0, 1/0, oo - oo, ...)")
     return _imaginary_unit(value)
+
+
+def is_undefined(value) -> bool:
+    """True for a value that is NaN or complex infinity (0/0, 1/0, oo - oo), also when the
+    grammar left it unevaluated. Infinity itself (oo, -oo) is a defined answer.
+
+    Example:
+        >>> import sympy
+        >>> is_undefined(sympy.Mul(0, sympy.Pow(0, -1, evaluate=False), evaluate=False))
+        True
+        >>> is_undefined(sympy.oo)
+        False
+    """
+    import sympy
+
+    if not isinstance(value, sympy.Basic):
+        return False
+    if value.has(sympy.zoo, sympy.nan):
+        return True
+    if not isinstance(value, sympy.Expr) or not value.is_number or value.has(sympy.oo, -sympy.oo):
+        return False
+    try:  # cost already bounded by check_cost: every power in it has a bounded size
+        evaluated = value.evalf(15)
+    except (TypeError, ValueError, ZeroDivisionError, ArithmeticError):
+        return True
+    return bool(evaluated.has(sympy.zoo, sympy.nan))
+
+
+def check_power_cost(base, exponent) -> None:
+    """Raise ValueError for a power too costly to build or compare: a number of more than
+    ``MAX_POWER_DIGITS`` digits, or a symbolic base raised beyond ``MAX_SYMBOLIC_EXPONENT``.
+
+    Decided from the sizes alone, never by trying, so every worker takes the same path.
+
+    Example:
+        >>> import sympy
+        >>> check_power_cost(sympy.Integer(9), sympy.Integer(9999))  # 9,543 digits: allowed
+        >>> check_power_cost(sympy.Symbol("x") + 1, sympy.Integer(999))
+        Traceback (most recent call last):
+        ...
+        ValueError: symbolic power with exponent beyond 64
+    """
+    import sympy
+
+    if not (isinstance(exponent, sympy.Expr) and exponent.is_number):
+        return  # x^y: nothing is evaluated
+    try:
+        size = abs(complex(exponent.evalf(15)))
+    except (TypeError, ValueError, OverflowError):
+        raise ValueError("exponent cannot be sized") from None
+    if not math.isfinite(size):
+        return  # 2^oo is infinity, no digits are built
+    if isinstance(base, sympy.Expr) and base.free_symbols:
+        if size > MAX_SYMBOLIC_EXPONENT:
+            raise ValueError(f"symbolic power with exponent beyond {MAX_SYMBOLIC_EXPONENT}")
+        return
+    if isinstance(base, sympy.Expr) and base.is_number and size > 1:
+        try:
+            magnitude = abs(complex(base.evalf(15)))
+        except (TypeError, ValueError, OverflowError):
+            raise ValueError("power base cannot be sized") from None
+        if magnitude > 0 and math.isfinite(magnitude) and size * abs(math.log10(magnitude)) > MAX_POWER_DIGITS:
+            raise ValueError(f"power with more than {MAX_POWER_DIGITS} digits")
+
+
+def check_cost(value) -> None:
+    """``check_power_cost`` for every power in a parsed answer (the grammar builds them itself).
+
+    Example:
+        >>> import sympy
+        >>> check_cost(sympy.Tuple(sympy.Symbol("x") ** 3, 2))
+    """
+    import sympy
+
+    items = value if isinstance(value, (tuple, list)) else (value,)
+    for item in items:
+        if isinstance(item, (tuple, list)):
+            check_cost(item)
+        elif isinstance(item, sympy.Basic) or hasattr(item, "atoms"):
+            for power in item.atoms(sympy.Pow):
+                check_power_cost(power.base, power.exp)
 
 
 @functools.lru_cache(maxsize=4096)
@@ -651,7 +826,15 @@ def parse_answer(text: str):
         >>> parse_answer("x = -5, y = 3")
         (Eq(x, -5), Eq(y, 3))
     """
-    cleaned = clean_answer(text)
+    value = _parse_cleaned(clean_answer(text))
+    try:
+        check_cost(value)
+    except ValueError as exc:
+        raise ValueError(f"refused: {exc}") from None
+    return value
+
+
+def _parse_cleaned(cleaned: str):
     reason = refusal_reason(cleaned)
     if reason:
         raise ValueError(f"refused: {reason}")
@@ -725,18 +908,18 @@ def _numeric_value(expr):
     return None
 
 
-def _exprs_equal(a, b, rel_tol: float) -> bool:
+def _exprs_equal(a, b, tol: Tolerance) -> bool:
     import sympy
 
     if a == b:
         return True
     if a.is_infinite or b.is_infinite:
-        return sympy.simplify(a - b) == 0 if not (a.is_infinite and b.is_infinite) else a == b
+        return _bounded_simplify(a - b) == 0 if not (a.is_infinite and b.is_infinite) else a == b
     value_a, value_b = _numeric_value(a), _numeric_value(b)
     if value_a is not None and value_b is not None:
-        # rel_tol is for decimals; exact values (1112112, sqrt(2)/2) only absorb evalf's rounding.
+        # tol is for decimals; exact values (1112112, sqrt(2)/2) only absorb evalf's rounding.
         is_approximate = a.has(sympy.Float) or b.has(sympy.Float)
-        return numbers_close(value_a, value_b, rel_tol if is_approximate else EXACT_REL_TOL)
+        return numbers_close(value_a, value_b, tol if is_approximate else Tolerance(EXACT_REL_TOL, 0.0))
     if (value_a is None) != (value_b is None):
         return False
     if a.free_symbols != b.free_symbols:
@@ -746,7 +929,18 @@ def _exprs_equal(a, b, rel_tol: float) -> bool:
     is_zero = _zero_at_sample_points(a - b)
     if is_zero is not None:
         return is_zero
-    return sympy.simplify(a - b) == 0
+    return _bounded_simplify(a - b) == 0
+
+
+def _bounded_simplify(expr):
+    """``sympy.simplify`` for small expressions only; a large one is left as it is (so it is
+    judged "not equal"), decided by its size, not by how long simplify happens to take."""
+    import sympy
+
+    powers = [power.exp for power in expr.atoms(sympy.Pow) if power.exp.is_number]
+    too_big = sympy.count_ops(expr) > MAX_SIMPLIFY_OPS or \
+        any(abs(complex(exponent)) > MAX_SIMPLIFY_EXPONENT for exponent in powers)
+    return expr if too_big else sympy.simplify(expr)
 
 
 def _align_symbols(a, b):
@@ -788,49 +982,76 @@ def _relation_key(relation):
     return relation.lhs - relation.rhs, op
 
 
-def _relations_equal(a, b, rel_tol: float) -> bool:
+def _relations_equal(a, b, tol: Tolerance) -> bool:
     import sympy
 
     (expr_a, op_a), (expr_b, op_b) = _relation_key(a), _relation_key(b)
     if op_a != op_b:
         return False
     if op_a in ("==", "!="):  # any nonzero multiple describes the same solutions
-        if _exprs_equal(expr_a, expr_b, rel_tol) or _exprs_equal(expr_a, -expr_b, rel_tol):
+        if _exprs_equal(expr_a, expr_b, tol) or _exprs_equal(expr_a, -expr_b, tol):
             return True
-    elif _exprs_equal(expr_a, expr_b, rel_tol):
+    elif _exprs_equal(expr_a, expr_b, tol):
         return True
     if expr_b == 0:
         return False
-    ratio = sympy.simplify(expr_a / expr_b)
-    if not ratio.is_number or ratio == 0:
+    ratio = _constant_ratio_at_sample_points(expr_a, expr_b)
+    if ratio is None:  # cannot be evaluated at the points: simplify, if small enough
+        ratio = _bounded_simplify(expr_a / expr_b)
+        if not ratio.is_number or ratio == 0:
+            return False
+        return op_a in ("==", "!=") or bool(ratio.is_positive)
+    if ratio is False or ratio == 0:
         return False
-    return op_a in ("==", "!=") or bool(ratio.is_positive)
+    return op_a in ("==", "!=") or (abs(ratio.imag) < 1e-9 and ratio.real > 0)
 
 
-def _sequence_equal(items_a, items_b, rel_tol: float) -> bool:
+def _constant_ratio_at_sample_points(expr_a, expr_b):
+    """``expr_a / expr_b`` when it is the same number at every sample point (2x - 2 and x - 1:
+    2), False when it is not constant, None when it cannot be evaluated. Evaluating at points
+    costs the same in every worker; ``simplify`` of a ratio of powers did not."""
+    symbols = sorted(expr_a.free_symbols | expr_b.free_symbols, key=lambda symbol: symbol.name)
+    ratios = []
+    for point in _SAMPLE_POINTS:
+        values = {symbol: point[index % 3] + index for index, symbol in enumerate(symbols)}
+        try:
+            numerator = complex(expr_a.xreplace(values).evalf(30))
+            denominator = complex(expr_b.xreplace(values).evalf(30))
+        except (TypeError, ValueError, ZeroDivisionError, OverflowError):
+            return None
+        if not (cmath.isfinite(numerator) and cmath.isfinite(denominator)) or abs(denominator) < 1e-12:
+            return None
+        ratios.append(numerator / denominator)
+    first = ratios[0]
+    if all(abs(ratio - first) <= 1e-9 * max(1.0, abs(first)) for ratio in ratios[1:]):
+        return first
+    return False
+
+
+def _sequence_equal(items_a, items_b, tol: Tolerance) -> bool:
     return len(items_a) == len(items_b) and all(
-        answers_equal(x, y, rel_tol) for x, y in zip(items_a, items_b))
+        answers_equal(x, y, tol) for x, y in zip(items_a, items_b))
 
 
-def _unique(items, rel_tol: float) -> list:
+def _unique(items, tol: Tolerance) -> list:
     unique: list = []
     for item in items:
-        if not any(answers_equal(item, seen, rel_tol) for seen in unique):
+        if not any(answers_equal(item, seen, tol) for seen in unique):
             unique.append(item)
     return unique
 
 
-def _set_equal(items_a, items_b, rel_tol: float) -> bool:
+def _set_equal(items_a, items_b, tol: Tolerance) -> bool:
     """Unordered: each element of one matched to a distinct equal element of the other
     (repeats count once, as in a set)."""
     if len(items_a) != len(items_b):
-        items_a, items_b = _unique(items_a, rel_tol), _unique(items_b, rel_tol)
+        items_a, items_b = _unique(items_a, tol), _unique(items_b, tol)
     if len(items_a) != len(items_b):
         return False
     remaining = list(items_b)
     for item in items_a:
         for index, candidate in enumerate(remaining):
-            if answers_equal(item, candidate, rel_tol):
+            if answers_equal(item, candidate, tol):
                 del remaining[index]
                 break
         else:
@@ -838,9 +1059,9 @@ def _set_equal(items_a, items_b, rel_tol: float) -> bool:
     return True
 
 
-def _interval_equal(a, b, rel_tol: float) -> bool:
+def _interval_equal(a, b, tol: Tolerance) -> bool:
     return a.left_open == b.left_open and a.right_open == b.right_open and \
-        _exprs_equal(a.start, b.start, rel_tol) and _exprs_equal(a.end, b.end, rel_tol)
+        _exprs_equal(a.start, b.start, tol) and _exprs_equal(a.end, b.end, tol)
 
 
 def _collection_items(expr):
@@ -856,7 +1077,7 @@ def _collection_items(expr):
     return None
 
 
-def answers_equal(a, b, rel_tol: float) -> bool:
+def answers_equal(a, b, tol: Tolerance) -> bool:
     """Structural equality of two parsed answers (see module docs for the rules).
 
     Example:
@@ -868,45 +1089,45 @@ def answers_equal(a, b, rel_tol: float) -> bool:
 
     if isinstance(a, sympy.Eq) and isinstance(b, sympy.Eq) and \
             all(isinstance(side, sympy.Expr) for side in (*a.args, *b.args)) and \
-            _relations_equal(a, b, rel_tol):
+            _relations_equal(a, b, tol):
         return True
     a, b = _as_value(a), _as_value(b)
     a = _relation_interval(a) or a
     b = _relation_interval(b) or b
     if isinstance(a, sympy.MatrixBase) or isinstance(b, sympy.MatrixBase):
-        return _matrices_equal(a, b, rel_tol)
+        return _matrices_equal(a, b, tol)
     if isinstance(a, sympy.Interval) and isinstance(b, sympy.Interval):
-        return _interval_equal(a, b, rel_tol)
+        return _interval_equal(a, b, tol)
     if isinstance(a, sympy.Interval) != isinstance(b, sympy.Interval):
-        return _interval_vs_pair(a, b, rel_tol)
+        return _interval_vs_pair(a, b, tol)
     if isinstance(a, sympy.Union) and isinstance(b, sympy.Union):
-        return _set_equal(list(a.args), list(b.args), rel_tol)
+        return _set_equal(list(a.args), list(b.args), tol)
     items_a, items_b = _collection_items(a), _collection_items(b)
     if items_a is not None and items_b is not None:
         # A tuple against a tuple or a bare list keeps its order; anything with a set does not.
         kinds = {items_a[1], items_b[1]}
         ordered = "tuple" in kinds and "set" not in kinds
-        return (_sequence_equal if ordered else _set_equal)(items_a[0], items_b[0], rel_tol)
+        return (_sequence_equal if ordered else _set_equal)(items_a[0], items_b[0], tol)
     if items_a is not None or items_b is not None:
         return False
     if isinstance(a, sympy.core.relational.Relational) and isinstance(b, sympy.core.relational.Relational):
-        return _relations_equal(a, b, rel_tol)
+        return _relations_equal(a, b, tol)
     if isinstance(a, sympy.Expr) and isinstance(b, sympy.Expr):
-        return _exprs_equal(a, b, rel_tol)
+        return _exprs_equal(a, b, tol)
     return a == b
 
 
-def _interval_vs_pair(a, b, rel_tol: float) -> bool:
+def _interval_vs_pair(a, b, tol: Tolerance) -> bool:
     """``(1, 2)`` is both an open interval and an ordered pair: accept either reading."""
     import sympy
 
     interval, other = (a, b) if isinstance(a, sympy.Interval) else (b, a)
     if interval.left_open and interval.right_open and isinstance(other, sympy.Tuple) and len(other) == 2:
-        return _exprs_equal(interval.start, other[0], rel_tol) and _exprs_equal(interval.end, other[1], rel_tol)
+        return _exprs_equal(interval.start, other[0], tol) and _exprs_equal(interval.end, other[1], tol)
     return False
 
 
-def _matrices_equal(a, b, rel_tol: float) -> bool:
+def _matrices_equal(a, b, tol: Tolerance) -> bool:
     import sympy
 
     def as_matrix(value):
@@ -919,22 +1140,107 @@ def _matrices_equal(a, b, rel_tol: float) -> bool:
     a, b = as_matrix(a), as_matrix(b)
     if a is None or b is None or a.shape != b.shape:
         return False
-    return all(_exprs_equal(x, y, rel_tol) for x, y in zip(a, b))
+    return all(_exprs_equal(x, y, tol) for x, y in zip(a, b))
 
 
-def compare_texts(pred: str, gold: str, rel_tol: float = 1e-4) -> tuple[bool, str]:
-    """Full comparison of two answer strings: fast path, then parse and compare structurally.
+def normalise_digits(text: str) -> str:
+    """Full-width and other-script decimal digits (Unicode category Nd) -> ASCII digits.
 
-    Run it inside a bounded worker (``verifiers.math_answer`` does): parsing LaTeX and
-    ``simplify`` have no time bound of their own.
+    Only digits: superscripts (x²) and fraction characters keep their meaning.
 
     Example:
-        >>> compare_texts(r"\\{2, 1\\}", "1, 2")
-        (True, 'equal (symbolic)')
+        >>> normalise_digits("１２ and ٣")
+        '12 and 3'
     """
-    fast = fast_compare(pred, gold, rel_tol=rel_tol)
-    if fast is not None:
-        return fast
+    if text.isascii():
+        return text
+    return "".join(str(unicodedata.decimal(char)) if not char.isascii() and unicodedata.decimal(char, None)
+                   is not None else char for char in text)
+
+
+def has_non_ascii_digit(text: str) -> bool:
+    """True when the text has a decimal digit outside ASCII (１, ٣, ३).
+
+    Example:
+        >>> has_non_ascii_digit("x²"), has_non_ascii_digit("１")
+        (False, True)
+    """
+    return not text.isascii() and any(not char.isascii() and unicodedata.decimal(char, None) is not None
+                                      for char in text)
+
+
+def is_equation_chain(text: str) -> bool:
+    r"""True when an answer is judged by the last value of an equation chain: ``x = 2+3 = 5``,
+    ``1+1 = 2`` (a computation and its result); ``x = 4`` names its value and is no chain.
+
+    Example:
+        >>> is_equation_chain("x = 5+5+1 = 11"), is_equation_chain("x = 11")
+        (True, False)
+    """
+    cleaned = clean_answer(text)
+    return any(_split_equation_chain(part.strip()) != part.strip()
+               for part in _split_outside_groups(cleaned, ",") if part.strip())
+
+
+_PERCENT = re.compile(r"\\?%|\bpercent(?:age)?\b")
+
+
+def _as_fraction_of_100(text: str) -> str:
+    """``25%`` -> ``1/4``; ``x%`` -> ``\\frac{x}{100}`` (the value a percent sign stands for)."""
+    bare = clean_answer(_PERCENT.sub("", text))
+    number = parse_plain_number(bare)
+    if number is not None:
+        value = number / 100
+        return f"{value.numerator}/{value.denominator}" if value.denominator != 1 else str(value.numerator)
+    return f"\\frac{{{bare}}}{{100}}"
+
+
+def prepare_pair(pred: str, gold: str, options: CompareOptions = DEFAULT_OPTIONS
+                 ) -> tuple[list[tuple[str, str]], tuple[bool, str] | None]:
+    """The (pred, gold) readings to compare under ``options``, or a verdict the options decide
+    alone (digits outside ASCII when they are off, an equation chain when chains are refused).
+
+    Example:
+        >>> prepare_pair("25%", "0.25", CompareOptions(percent="either"))
+        ([('25%', '0.25'), ('1/4', '0.25')], None)
+    """
+    if options.unicode_digits:
+        pred, gold = normalise_digits(pred), normalise_digits(gold)
+    elif has_non_ascii_digit(pred):
+        return [], (False, "digits outside ASCII (policy: unicode_digits off)")
+    if options.equation_chains == "refuse" and is_equation_chain(pred):
+        return [], (False, "equation chain (policy: equation_chains refuse)")
+    pairs = [(pred, gold)]
+    if options.percent == "either":
+        if _PERCENT.search(pred) and not _PERCENT.search(gold):
+            pairs.append((_as_fraction_of_100(pred), gold))
+        elif _PERCENT.search(gold) and not _PERCENT.search(pred):
+            pairs.append((pred, _as_fraction_of_100(gold)))
+    return pairs, None
+
+
+def fast_verdict(pred: str, gold: str, options: CompareOptions = DEFAULT_OPTIONS) -> tuple[bool, str] | None:
+    """The verdict without sympy (in-process, cannot hang), or None when it needs a worker.
+
+    Example:
+        >>> fast_verdict("x^2", "x*x", CompareOptions(symbolic=False))
+        (False, 'needs symbolic comparison (policy: symbolic off)')
+    """
+    pairs, decided = prepare_pair(pred, gold, options)
+    if decided is not None:
+        return decided
+    verdicts = [fast_compare(p, g, options) for p, g in pairs]
+    for verdict in verdicts:
+        if verdict is not None and verdict[0]:
+            return verdict
+    if all(verdict is not None for verdict in verdicts):
+        return verdicts[0]
+    if not options.symbolic:
+        return False, "needs symbolic comparison (policy: symbolic off)"
+    return None
+
+
+def _symbolic_compare(pred: str, gold: str, options: CompareOptions) -> tuple[bool, str]:
     try:
         gold_value = parse_answer(gold)
     except ValueError as exc:
@@ -943,24 +1249,53 @@ def compare_texts(pred: str, gold: str, rel_tol: float = 1e-4) -> tuple[bool, st
     try:
         pred_value = parse_answer(pred)
     except ValueError as exc:
+        if str(exc).startswith("unparsable") and gold_value is None and clean_answer(pred) == clean_answer(gold):
+            return True, "identical after normalisation"  # two unparsable texts, written the same
         return False, f"prediction {exc}"
     if gold_value is None:
         return False, f"gold {gold_error}"
     try:
-        equal = answers_equal(pred_value, gold_value, rel_tol)
-    except (TypeError, ValueError, AttributeError, NotImplementedError) as exc:
+        equal = answers_equal(pred_value, gold_value, options.tolerance)
+    except (TypeError, ValueError, AttributeError, NotImplementedError, OverflowError) as exc:
         return False, f"not comparable ({type(exc).__name__})"
     return (True, "equal (symbolic)") if equal else (False, "not equal")
 
 
-def compare_request(payload: dict) -> dict:
-    """Worker entry point: ``{"pred", "gold", "rel_tol"}`` -> ``{"equal", "reason"}``.
+def compare_texts(pred: str, gold: str, options: CompareOptions = DEFAULT_OPTIONS) -> tuple[bool, str]:
+    """Full comparison of two answer strings: fast path, then parse and compare structurally.
+
+    Run it inside a bounded worker (``verifiers.math_answer`` does): parsing LaTeX and
+    ``simplify`` have no time bound of their own.
 
     Example:
-        >>> compare_request({"pred": "0.5", "gold": r"\\frac{1}{2}", "rel_tol": 1e-4})
+        >>> compare_texts(r"\\{2, 1\\}", "1, 2")
+        (True, 'equal (symbolic)')
+        >>> compare_texts(r"\\frac{0}{0}", r"\\frac{0}{0}")
+        (False, 'prediction undefined value (0/0, 1/0, oo - oo, ...)')
+    """
+    fast = fast_verdict(pred, gold, options)
+    if fast is not None:
+        return fast
+    pairs, _ = prepare_pair(pred, gold, options)
+    verdicts = []
+    for pred_reading, gold_reading in pairs:
+        fast = fast_compare(pred_reading, gold_reading, options)
+        verdict = fast if fast is not None else _symbolic_compare(pred_reading, gold_reading, options)
+        if verdict[0]:
+            return verdict
+        verdicts.append(verdict)
+    return verdicts[0]
+
+
+def compare_request(payload: dict) -> dict:
+    """Worker entry point: ``{"pred", "gold", "options"}`` -> ``{"equal", "reason"}``.
+
+    Example:
+        >>> compare_request({"pred": "0.5", "gold": r"\\frac{1}{2}", "options": {"rel_tol": 1e-4}})
         {'equal': True, 'reason': 'numbers equal'}
     """
-    equal, reason = compare_texts(str(payload["pred"]), str(payload["gold"]), float(payload["rel_tol"]))
+    options = CompareOptions.from_payload(payload.get("options"))
+    equal, reason = compare_texts(str(payload["pred"]), str(payload["gold"]), options)
     return {"equal": bool(equal), "reason": reason}
 
 
