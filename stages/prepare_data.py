@@ -205,6 +205,22 @@ def check_overlap(splits: dict[str, list[dict]]) -> dict[str, int]:
     return overlaps
 
 
+def check_math_golds(splits: dict[str, list[dict]]) -> None:
+    """Refuse math rows whose gold is undefined (0/0, 1/0, NaN): such a gold would pay for any
+    answer that evaluates to the same undefined value. The message names the rows."""
+    from verifiers.math_answer import undefined_golds
+
+    rows = [(split, row) for split, split_rows in splits.items() for row in split_rows
+            if row.get("task") == "math" and isinstance(row.get("answer"), str)]
+    reasons = undefined_golds([row["answer"] for _, row in rows])
+    bad = [f"{split} row id {row['id']!r} (answer {row['answer'][:60]!r}: {reason})"
+           for (split, row), reason in zip(rows, reasons) if reason]
+    if bad:
+        shown = "; ".join(bad[:10]) + (f"; and {len(bad) - 10} more" if len(bad) > 10 else "")
+        raise DataError(f"{len(bad)} math rows have an undefined gold answer: {shown}. "
+                        "Fix or drop these rows in the source; an undefined gold can never be matched fairly")
+
+
 def main(config: dict, inputs: dict, outputs: dict) -> None:
     started = time.time()
     source = config["source"]
@@ -215,6 +231,7 @@ def main(config: dict, inputs: dict, outputs: dict) -> None:
         splits = hub_splits(source, config["splits"])
     else:
         splits = files_splits(source, config["splits"], skipped)
+    check_math_golds(splits)
     stats = {"dataset": config["name"], "counts": {}, "duplicates_dropped": {}, "rows_skipped": skipped}
     for name, rows in splits.items():
         splits[name], stats["duplicates_dropped"][name] = deduplicate(rows)

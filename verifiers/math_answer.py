@@ -585,6 +585,35 @@ def batch_check_answer_texts(pairs: list[tuple[str, str]], *, num_workers: int |
                                                               timeout_s=timeout_s)]
 
 
+def undefined_golds(golds: list[str], *, num_workers: int | None = None, timeout_s: float = 5.0) -> list[str | None]:
+    r"""For each gold text, why its answer is undefined (0/0, 1/0, oo - oo, NaN), else None.
+
+    A dataset with such a gold would pay for any answer that evaluates to the same undefined
+    value: ``prepare_data`` refuses it. Plain numbers are settled in-process; the rest are
+    parsed in the bounded workers. A gold that cannot be parsed in time is not called undefined.
+
+    Example:
+        >>> undefined_golds(["4", r"rac{0}{0}", "Monday"])
+        [None, 'undefined value (0/0, 1/0, oo - oo, ...)', None]
+    """
+    answers = [extract_gold(gold) if isinstance(gold, str) else None for gold in golds]
+    reasons: list[str | None] = [None] * len(golds)
+    pending = [index for index, answer in enumerate(answers) if answer and not is_plain_number(answer)]
+    if not pending:
+        return reasons
+    num_workers = max(1, num_workers or min(os.cpu_count() or 1, MAX_DEFAULT_BATCH_WORKERS))
+    pool = _pool(num_workers)
+
+    def ask(index: int) -> str | None:
+        result = pool.call({"kind": "undefined_gold", "gold": answers[index]}, timeout_s=timeout_s)
+        return result.value.get("reason") if result.ok and isinstance(result.value, dict) else None
+
+    with ThreadPoolExecutor(max_workers=num_workers) as executor:
+        for index, reason in zip(pending, executor.map(ask, pending)):
+            reasons[index] = reason
+    return reasons
+
+
 def policy_reward(policy_name: str):
     """The reward function ``(completion, example) -> 0.0 | 1.0`` of a named policy: ``judge``
     against ``example["answer"]``. Never raises: a missing answer, a cap, a parse failure or

@@ -1287,13 +1287,41 @@ def compare_texts(pred: str, gold: str, options: CompareOptions = DEFAULT_OPTION
     return verdicts[0]
 
 
+_NAN_TEXT = re.compile(r"[-+]?\s*(?:nan|\\mathrm\{nan\}|\\text\{nan\})", re.I)
+
+
+def undefined_gold_reason(gold: str) -> str | None:
+    """Why a gold answer is undefined (0/0, 1/0, oo - oo, NaN), or None when it is defined or
+    merely unparsable (words are valid golds). Parses: run it in a worker.
+
+    Example:
+        >>> undefined_gold_reason(r"\\frac{0}{0}")
+        'undefined value (0/0, 1/0, oo - oo, ...)'
+        >>> undefined_gold_reason("Monday") is None
+        True
+    """
+    cleaned = clean_answer(gold)
+    if _NAN_TEXT.fullmatch(cleaned):
+        return "undefined value (NaN)"
+    if parse_plain_number(cleaned) is not None:
+        return None
+    try:
+        parse_answer(gold)
+    except ValueError as exc:
+        return str(exc) if "undefined value" in str(exc) else None
+    return None
+
+
 def compare_request(payload: dict) -> dict:
-    """Worker entry point: ``{"pred", "gold", "options"}`` -> ``{"equal", "reason"}``.
+    """Worker entry point: ``{"pred", "gold", "options"}`` -> ``{"equal", "reason"}``; with
+    ``"kind": "undefined_gold"``, ``{"gold"}`` -> ``{"reason": str | None}``.
 
     Example:
         >>> compare_request({"pred": "0.5", "gold": r"\\frac{1}{2}", "options": {"rel_tol": 1e-4}})
         {'equal': True, 'reason': 'numbers equal'}
     """
+    if payload.get("kind") == "undefined_gold":
+        return {"reason": undefined_gold_reason(str(payload["gold"]))}
     options = CompareOptions.from_payload(payload.get("options"))
     equal, reason = compare_texts(str(payload["pred"]), str(payload["gold"]), options)
     return {"equal": bool(equal), "reason": reason}

@@ -192,6 +192,25 @@ def degenerate_reason(completion: str, policy: MathPolicy) -> str | None:
     return None
 
 
+def rejection_parts(completion: str, reward_names) -> dict[str, float]:
+    """``{"math_rejected_<reason>": 0.0 | 1.0}`` for every cap reason when ``reward_names``
+    include a math reward (checked under the first one's policy), else ``{}``. The scorer adds
+    these to each completion's reward parts, so the training log gets
+    ``reward/math_rejected_<reason>``: the fraction of the step's completions a cap rejected.
+
+    Example:
+        >>> rejection_parts("(" * 100, ["math", "format_strict"])["math_rejected_depth"]
+        1.0
+        >>> rejection_parts("(" * 100, ["countdown"])
+        {}
+    """
+    policy_name = next((policy_of_reward(name) for name in reward_names if policy_of_reward(name)), None)
+    if policy_name is None:
+        return {}
+    reason = degenerate_reason(completion, POLICIES[policy_name]) if isinstance(completion, str) else None
+    return {f"math_rejected_{cap}": float(cap == reason) for cap in CAP_REASONS}
+
+
 def policy_provenance(names: list[str] | tuple[str, ...] | None = None) -> dict:
     """The policies behind the given reward names (every math policy when None), with their
     settings and the fixed cost bounds, for an artefact's provenance.

@@ -4,6 +4,11 @@ The *primary* reward of a task is the first one listed in its weights (``countdo
 countdown, ``math`` for math); a completion is *correct* when the primary reward reaches its
 maximum. Accuracy in training logs and evaluation uses this definition.
 
+Tasks scored with a math reward also get ``math_rejected_<reason>`` parts (0 or 1 per
+completion, one per cap of ``verifiers.math_policy.CAP_REASONS``): the training log shows them
+as ``reward/math_rejected_<reason>``, the fraction of a step's completions rejected by that cap
+before any answer was extracted. They are diagnostics: not rewards, never weighted.
+
 Example:
     >>> rows = [{"task": "countdown", "meta": {"numbers": [3, 5], "target": 8}}]
     >>> scored = score_completions(["<answer>3+5</answer>"], rows, {"countdown": {"countdown": 1.0}})
@@ -14,6 +19,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from verifiers.math_policy import rejection_parts
 from verifiers.registry import REWARD_RANGES, score_batch
 
 
@@ -48,7 +54,8 @@ def prefetch_code_results(completions: list[str], rows: list[dict]) -> None:
 def score_completions(completions: list[str], rows: list[dict], weights_by_task: dict[str, dict[str, float]]) -> Scored:
     results = score_batch(completions, rows, weights_by_task)
     totals = [total for total, _ in results]
-    parts = [part for _, part in results]
+    parts = [{**part, **rejection_parts(completion, weights_by_task[row["task"]])}
+             for (_, part), completion, row in zip(results, completions, rows)]
     correct = []
     for row, part in zip(rows, parts):
         name = primary_reward(weights_by_task[row["task"]])

@@ -384,7 +384,7 @@ def test_cli_reports_agreement_and_disagreements(tmp_path: Path):
         {"gold": "x^2", "pred": "x*x"},  # unlabelled: checked, not counted in agreement
     ])
     out = io.StringIO()
-    assert run_verify(path, out=out) == 0
+    assert run_verify(path, out=out, policy="text") == 0  # bare answers: the text policy extracts them
     text = out.getvalue()
     assert "agreement: 1/2 (50.0%)" in text
     assert "line 2: expected False, got True" in text
@@ -413,7 +413,7 @@ def test_cli_names_the_line_and_field_of_a_bad_row_and_keeps_the_others(tmp_path
     path = _write_jsonl(tmp_path / "rows.jsonl", [{"gold": "1", "pred": "1", "equal": True}, bad_line,
                                                    {"gold": "2", "pred": "2", "equal": True}])
     out = io.StringIO()
-    assert run_verify(path, as_json=True, out=out) == 1
+    assert run_verify(path, as_json=True, out=out, policy="text") == 1
     report = json.loads(out.getvalue())
     assert report["num_rows"] == 2 and report["agreement"] == 1.0  # the good rows still count
     assert len(report["errors"]) == 1
