@@ -5,7 +5,9 @@
                                           stages, or with --show the merged config that will run
     r1zero status [--configfile FILE]     how far each job has got (GRPO step, reward, accuracy)
     r1zero compare RUN [RUN...]           put finished runs side by side (table + overlaid curves)
-    r1zero verify FILE.jsonl [--json]     audit the math verifier on {gold, pred[, equal]} rows
+    r1zero verify FILE.jsonl [--json] [--policy NAME] [--explain]
+                                          audit the math verifier on {gold, pred[, equal]} rows
+    r1zero audit-rollouts RUN_OR_DIR      rescan a run's archived rollouts for reward hacking
     r1zero sandbox PROGRAM.py --tests T   run one program in the sandbox, print per-test verdicts
     r1zero algorithms                     list estimators, aggregations, KL estimators, presets
 
@@ -79,7 +81,14 @@ def cmd_compare(args: argparse.Namespace, extra: list[str]) -> int:
 def cmd_verify(args: argparse.Namespace, extra: list[str]) -> int:
     from verifiers.verify_cli import main as verify_main
 
-    return verify_main([args.file] + (["--json"] if args.json else []) + extra)
+    options = ["--policy", args.policy] + (["--json"] if args.json else []) + (["--explain"] if args.explain else [])
+    return verify_main([args.file] + options + extra)
+
+
+def cmd_audit_rollouts(args: argparse.Namespace, extra: list[str]) -> int:
+    from verifiers.audit import audit_main
+
+    return audit_main([args.run_or_dir] + extra)
 
 
 def cmd_sandbox(args: argparse.Namespace, extra: list[str]) -> int:
@@ -113,7 +122,13 @@ def build_parser() -> argparse.ArgumentParser:
     verify = sub.add_parser("verify", help="audit the math verifier on a JSONL file")
     verify.add_argument("file")
     verify.add_argument("--json", action="store_true")
+    verify.add_argument("--policy", default="strict",
+                        help="math policy: strict (the 'math' reward), lenient, exact, text; see docs/verifiers.md")
+    verify.add_argument("--explain", action="store_true", help="print the rule that decided each row")
     verify.set_defaults(func=cmd_verify)
+    audit = sub.add_parser("audit-rollouts", help="rescan archived rollouts: lenient-only rewards, degenerate patterns")
+    audit.add_argument("run_or_dir", metavar="RUN_OR_DIR", help="a run name (results/RUN/grpo/rollouts) or a directory")
+    audit.set_defaults(func=cmd_audit_rollouts)
     sandbox = sub.add_parser("sandbox", help="run a program against tests in the sandbox")
     sandbox.add_argument("program")
     sandbox.add_argument("--tests", required=True)
@@ -125,7 +140,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args, extra = build_parser().parse_known_args(argv)
-    if extra and args.command not in ("run", "verify", "sandbox"):
+    if extra and args.command not in ("run", "verify", "sandbox", "audit-rollouts"):
         print(f"r1zero {args.command}: unexpected arguments: {' '.join(extra)}", file=sys.stderr)
         return 2
     return args.func(args, extra)
