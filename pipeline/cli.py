@@ -10,6 +10,7 @@
     r1zero audit-rollouts RUN_OR_DIR      rescan a run's archived rollouts for reward hacking
     r1zero sandbox PROGRAM.py --tests T   run one program in the sandbox, print per-test verdicts
     r1zero algorithms                     list estimators, aggregations, KL estimators, presets
+    r1zero plan FILE.yaml [--gpus N --gpu-mem GiB]   per-stage, per-device memory plan and verdict
 
 Commands that need ML code reach ``stages`` by module name at run time (as the rules do
 through the shell), so ``pipeline`` itself imports nothing from ``stages``.
@@ -102,6 +103,45 @@ def cmd_algorithms(args: argparse.Namespace, extra: list[str]) -> int:
     return 0
 
 
+def cmd_plan(args: argparse.Namespace, extra: list[str]) -> int:
+    """Print the memory plan of every stage; exit 1 when one does not fit, 2 on a bad config."""
+    memory_plan = importlib.import_module("stages.core.memory_plan")
+    try:
+        cfg = load_config(args.config)
+    except ConfigError as error:
+        print(error, file=sys.stderr)
+        return 2
+    on_gpu = args.gpus is not None or args.gpu_mem is not None
+    if on_gpu:
+        gpus = args.gpus or 1
+        device = memory_plan.DeviceSpec.gpu(args.gpu_mem or 80.0, gpus)
+    else:
+        device = memory_plan.DeviceSpec.detect(cfg.device if cfg.device != "auto" else _auto_device())
+    distributed = None
+    if on_gpu and (device.count > 1 or args.zero_stage):
+        distributed = memory_plan.Distributed(device.count, args.zero_stage or 0, args.offload_optimizer, args.offload_param)
+    try:
+        plans = memory_plan.plan_config(cfg, device, distributed=distributed, prompt_tokens=args.prompt_tokens,
+                                        backend="vllm" if device.kind == "cuda" else None)
+    except (FileNotFoundError, ValueError) as error:
+        print(f"r1zero plan: {error}", file=sys.stderr)
+        return 2
+    print(f"memory plan for {args.config} on {device.describe()}" + (f" ({distributed.describe()})" if distributed else ""))
+    for plan in plans:
+        print()
+        print(plan.table())
+    failing = [plan.stage for plan in plans if not plan.fits]
+    print()
+    print("verdict: every stage fits" if not failing else f"verdict: DOES NOT FIT: {', '.join(failing)}")
+    return 1 if failing else 0
+
+
+def _auto_device() -> str:
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="r1zero", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -135,6 +175,17 @@ def build_parser() -> argparse.ArgumentParser:
     sandbox.set_defaults(func=cmd_sandbox)
     algorithms = sub.add_parser("algorithms", help="list RL objective variants and presets")
     algorithms.set_defaults(func=cmd_algorithms)
+    plan = sub.add_parser("plan", help="estimate per-device peak memory of every stage, before anything loads")
+    plan.add_argument("config")
+    plan.add_argument("--gpus", type=int, default=None, help="plan for N GPUs (default: this machine's device)")
+    plan.add_argument("--gpu-mem", type=float, default=None, metavar="GiB", help="memory per GPU (default 80)")
+    plan.add_argument("--zero-stage", type=int, choices=(0, 1, 2, 3), default=None,
+                      help="DeepSpeed ZeRO stage across the GPUs (replaces the config's distributed block)")
+    plan.add_argument("--offload-optimizer", action="store_true", help="ZeRO optimizer offload to CPU")
+    plan.add_argument("--offload-param", action="store_true", help="ZeRO-3 parameter offload to CPU")
+    plan.add_argument("--prompt-tokens", type=int, default=None,
+                      help="prompt length to plan for (default: the config's, else 512)")
+    plan.set_defaults(func=cmd_plan)
     return parser
 
 
