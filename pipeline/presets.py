@@ -242,3 +242,21 @@ def missing_data_message(where: str, preset: DatasetPreset, revision: str) -> st
             f"  download it:   {preset.download_command()}\n"
             f"  or point at a copy in the dataset's own schema: {where}.local_path: <a .jsonl/.parquet file or a dataset "
             f"directory>\n  or let the job download it: {where}.allow_download: true")
+
+
+def presets_markdown_table() -> str:
+    """The bench presets as a Markdown table (the README shows this; a test keeps it current).
+
+    Example:
+        >>> presets_markdown_table().splitlines()[0]
+        '| preset | dataset (split) | task | protocols: n, temperature, top-p, max tokens (default first) |'
+    """
+    lines = ["| preset | dataset (split) | task | protocols: n, temperature, top-p, max tokens (default first) |",
+             "|---|---|---|---|"]
+    for preset in BENCH_PRESETS.values():
+        order = [preset.default_protocol, *sorted(set(preset.protocols) - {preset.default_protocol})]
+        protocols = "; ".join(f"`{name}` {p.num_samples}, {p.temperature:g}, {p.top_p:g}, {p.max_new_tokens}"
+                              for name in order for p in [preset.protocols[name]])
+        config = f" `{preset.config_name}`" if preset.config_name else ""
+        lines.append(f"| `{preset.name}` | `{preset.hf_id}`{config} ({preset.split}) | {preset.task} | {protocols} |")
+    return "\n".join(lines)

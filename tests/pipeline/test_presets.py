@@ -163,3 +163,10 @@ def test_training_presets_as_hub_sources():
     validate_config(copy.deepcopy(raw))  # a valid datasets: entry
     with pytest.raises(ValueError, match="need their converter"):
         hub_source(dataset_preset("countdown_3to4"))
+
+
+def test_readme_bench_table_matches_the_presets():
+    from pipeline.presets import presets_markdown_table
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    assert presets_markdown_table() in readme, "regenerate: python -c 'from pipeline.presets import presets_markdown_table as t; print(t())'"
