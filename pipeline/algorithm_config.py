@@ -20,6 +20,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 AdvantageEstimatorName = Literal["grpo", "dr_grpo", "rloo", "reinforce_pp", "reinforce_pp_baseline", "gae"]
 LossAggregationName = Literal["seq_mean_token_mean", "token_mean", "seq_mean_token_sum_norm"]
 KLEstimatorName = Literal["none", "k1", "k2", "k3"]
+PolicyLossName = Literal["ppo_clip", "gspo", "cispo"]
+RolloutCorrectionName = Literal["none", "tis", "seq_tis", "mis", "seq_mis", "icepop"]
 
 
 class AlgorithmConfig(BaseModel):
@@ -39,8 +41,11 @@ class AlgorithmConfig(BaseModel):
     loss_aggregation: LossAggregationName = "seq_mean_token_mean"
     loss_constant: float | None = Field(None, gt=0)  # Dr. GRPO's normaliser; None -> max_new_tokens
 
-    # Clipped surrogate. eps_high > eps_low is DAPO's clip-higher; dual_clip_c caps negative-A loss.
-    clip_eps_low: float = Field(0.2, gt=0, lt=1)
+    # Policy loss: the PPO clip, GSPO's sequence ratio, or CISPO's clipped IS weight. The clip
+    # range is [1 - eps_low, 1 + eps_high] for all three. eps_high > eps_low is DAPO's
+    # clip-higher; eps_low 1.0 removes the lower bound (CISPO); dual_clip_c caps negative-A loss.
+    policy_loss: PolicyLossName = "ppo_clip"
+    clip_eps_low: float = Field(0.2, gt=0, le=1)
     clip_eps_high: float = Field(0.2, gt=0)
     dual_clip_c: float | None = Field(None, gt=1)
 
@@ -48,7 +53,9 @@ class AlgorithmConfig(BaseModel):
     kl_estimator: KLEstimatorName = "k3"
     kl_mode: Literal["loss", "reward"] = "loss"  # a loss term, or a per-token reward penalty
     kl_coef: float = Field(0.04, ge=0)  # beta (the initial beta when adaptive)
-    kl_target: float | None = Field(None, gt=0)  # adaptive beta (Ziegler et al. 2019) when set
+    # Adaptive beta (Ziegler et al. 2019) when set: the target KL per completion (summed over its
+    # tokens, in nats), the paper's unit -- not the per-token mean the ``kl`` metric shows.
+    kl_target_nats_per_seq: float | None = Field(None, gt=0)
     kl_horizon: int = Field(10000, gt=0)  # samples over which beta may change by up to 20 %
     ref_refresh_steps: int | None = Field(None, gt=0)  # copy the policy into the reference every N
 
@@ -61,6 +68,13 @@ class AlgorithmConfig(BaseModel):
     # DAPO dynamic sampling: drop groups with equal rewards, resample until the batch is full.
     dynamic_sampling: bool = False
     max_sampling_rounds: int = Field(3, ge=1)  # generation rounds per step, the first included
+
+    # Rollout-vs-trainer mismatch (rho_t = pi_old / pi_rollout per token, from the backend's
+    # log-probs): how to correct for it. The raw ratio is logged whatever is chosen here.
+    rollout_correction: RolloutCorrectionName = "none"
+    rollout_is_cap: float = Field(2.0, gt=0)  # tis / seq_tis: weights are min(rho, cap)
+    rollout_ratio_low: float = Field(0.5, gt=0)  # mis / seq_mis / icepop: keep rho in [low, high]
+    rollout_ratio_high: float = Field(5.0, gt=0)
 
     # Completions cut off at max_new_tokens.
     truncation: Literal["keep", "mask", "overlong_penalty"] = "keep"
@@ -93,11 +107,19 @@ class AlgorithmConfig(BaseModel):
                 "overlong_buffer_tokens: must be > 0 when truncation='overlong_penalty' "
                 "(DAPO uses 4096 of a 20480-token limit); or set truncation to 'keep' or 'mask'"
             )
-        if self.kl_target is not None and self.kl_estimator == "none":
-            raise ValueError("kl_target: adaptive KL needs a kl_estimator (k1, k2 or k3), not 'none'")
+        if self.kl_target_nats_per_seq is not None and self.kl_estimator == "none":
+            raise ValueError("kl_target_nats_per_seq: adaptive KL needs a kl_estimator (k1, k2 or k3), not 'none'")
+        if self.dual_clip_c is not None and self.policy_loss != "ppo_clip":
+            raise ValueError(f"dual_clip_c: only defined for policy_loss 'ppo_clip', not {self.policy_loss!r}; leave it None")
+        if not self.rollout_ratio_low < 1.0 < self.rollout_ratio_high:
+            raise ValueError(f"rollout_ratio_low / rollout_ratio_high: need low < 1 < high (IcePop uses 0.5 and 5.0), "
+                             f"got {self.rollout_ratio_low} and {self.rollout_ratio_high}")
+        if self.rollout_is_cap < 1.0:
+            raise ValueError(f"rollout_is_cap: {self.rollout_is_cap} would down-weight on-policy tokens (rho = 1); "
+                             "use a cap >= 1 (TIS uses 2)")
         if self.ref_refresh_steps is not None and self.kl_estimator == "none":
             raise ValueError("ref_refresh_steps: there is no reference model when kl_estimator='none'")
-        if self.clip_eps_high < self.clip_eps_low * 0.5:
+        if self.clip_eps_low < 1.0 and self.clip_eps_high < self.clip_eps_low * 0.5:  # 1.0: no lower bound (CISPO)
             # Allowed by the maths but almost surely a typo (e.g. 0.028 for 0.28).
             raise ValueError(
                 f"clip_eps_high: {self.clip_eps_high} is less than half of clip_eps_low "
@@ -108,11 +130,19 @@ class AlgorithmConfig(BaseModel):
     @property
     def uses_reference(self) -> bool:
         """True when a reference model must be kept (some KL term is active)."""
-        return self.kl_estimator != "none" and (self.kl_coef > 0 or self.kl_target is not None)
+        return self.kl_estimator != "none" and (self.kl_coef > 0 or self.kl_target_nats_per_seq is not None)
 
     @property
     def uses_critic(self) -> bool:
         return self.advantage_estimator == "gae"
+
+    @property
+    def old_logprobs_from_update(self) -> bool:
+        """True when the update's own first forward can serve as the old log-probs: one epoch of
+        one minibatch, and nothing needs them before the update (a reward-side KL, a critic, a
+        mismatch correction all do). Saves one forward pass per step."""
+        return (self.num_epochs == 1 and self.num_minibatches == 1 and self.kl_mode == "loss"
+                and not self.uses_critic and self.rollout_correction == "none")
 
     def effective_loss_constant(self, max_new_tokens: int) -> float:
         """Dr. GRPO's normaliser: ``loss_constant``, or the generation budget when unset.
@@ -134,7 +164,7 @@ def resolve_algorithm(raw: dict | None) -> AlgorithmConfig:
     >>> resolve_algorithm({"preset": "ppo2"})
     Traceback (most recent call last):
     ...
-    ValueError: preset: unknown preset 'ppo2'; known presets: dapo, deepseekmath_grpo, dr_grpo, nano_aha_moment, tinyzero_ppo
+    ValueError: preset: unknown preset 'ppo2'; known presets: cispo, dapo, deepseekmath_grpo, dr_grpo, gspo, nano_aha_moment, tinyzero_ppo
     """
     raw = dict(raw or {})
     name = raw.get("preset")
@@ -194,6 +224,13 @@ _GAE_INERT = {  # gae-only fields for presets without a critic (values unused)
     "critic_lr": None,
     "whiten_advantages": False,
 }
+_PPO_CLIP = {"policy_loss": "ppo_clip"}
+_NO_CORRECTION = {  # recipes that predate rollout-mismatch correction (the values are the defaults)
+    "rollout_correction": "none",
+    "rollout_is_cap": 2.0,
+    "rollout_ratio_low": 0.5,
+    "rollout_ratio_high": 5.0,
+}
 
 PRESETS: dict[str, dict[str, Any]] = {
     "deepseekmath_grpo": {
@@ -207,7 +244,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "kl_estimator": "k3",
         "kl_mode": "loss",
         "kl_coef": 0.04,
-        "kl_target": None,
+        "kl_target_nats_per_seq": None,
         "kl_horizon": 10000,
         "ref_refresh_steps": None,
         "entropy_coef": 0.0,
@@ -219,6 +256,8 @@ PRESETS: dict[str, dict[str, Any]] = {
         "overlong_buffer_tokens": 0,
         "overlong_penalty_factor": 1.0,
         **_GAE_INERT,
+        **_PPO_CLIP,
+        **_NO_CORRECTION,
     },
     "dr_grpo": {
         "advantage_estimator": "dr_grpo",
@@ -231,7 +270,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "kl_estimator": "none",
         "kl_mode": "loss",
         "kl_coef": 0.0,
-        "kl_target": None,
+        "kl_target_nats_per_seq": None,
         "kl_horizon": 10000,
         "ref_refresh_steps": None,
         "entropy_coef": 0.0,
@@ -243,6 +282,8 @@ PRESETS: dict[str, dict[str, Any]] = {
         "overlong_buffer_tokens": 0,
         "overlong_penalty_factor": 1.0,
         **_GAE_INERT,
+        **_PPO_CLIP,
+        **_NO_CORRECTION,
     },
     "dapo": {
         "advantage_estimator": "grpo",
@@ -255,7 +296,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "kl_estimator": "none",
         "kl_mode": "loss",
         "kl_coef": 0.0,
-        "kl_target": None,
+        "kl_target_nats_per_seq": None,
         "kl_horizon": 10000,
         "ref_refresh_steps": None,
         "entropy_coef": 0.0,
@@ -267,6 +308,8 @@ PRESETS: dict[str, dict[str, Any]] = {
         "overlong_buffer_tokens": 4096,
         "overlong_penalty_factor": 1.0,
         **_GAE_INERT,
+        **_PPO_CLIP,
+        **_NO_CORRECTION,
     },
     "tinyzero_ppo": {
         "advantage_estimator": "gae",
@@ -280,7 +323,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "kl_estimator": "k1",
         "kl_mode": "reward",
         "kl_coef": 0.001,
-        "kl_target": None,
+        "kl_target_nats_per_seq": None,
         "kl_horizon": 10000,
         "ref_refresh_steps": None,
         "entropy_coef": 0.001,
@@ -297,6 +340,8 @@ PRESETS: dict[str, dict[str, Any]] = {
         "value_coef": 1.0,
         "value_clip_eps": 0.5,
         "critic_lr": 1e-5,
+        **_PPO_CLIP,
+        **_NO_CORRECTION,
     },
     "nano_aha_moment": {
         "advantage_estimator": "grpo",
@@ -309,7 +354,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "kl_estimator": "k3",
         "kl_mode": "loss",
         "kl_coef": 0.001,
-        "kl_target": None,
+        "kl_target_nats_per_seq": None,
         "kl_horizon": 10000,
         "ref_refresh_steps": None,
         "entropy_coef": 0.0,
@@ -321,6 +366,60 @@ PRESETS: dict[str, dict[str, Any]] = {
         "overlong_buffer_tokens": 0,
         "overlong_penalty_factor": 1.0,
         **_GAE_INERT,
+        **_PPO_CLIP,
+        **_NO_CORRECTION,
+    },
+    "gspo": {
+        "advantage_estimator": "grpo",
+        "advantage_eps": 1e-6,
+        "loss_aggregation": "seq_mean_token_mean",
+        "loss_constant": None,
+        "policy_loss": "gspo",
+        "clip_eps_low": 3e-4,
+        "clip_eps_high": 4e-4,
+        "dual_clip_c": None,
+        "kl_estimator": "none",
+        "kl_mode": "loss",
+        "kl_coef": 0.0,
+        "kl_target_nats_per_seq": None,
+        "kl_horizon": 10000,
+        "ref_refresh_steps": None,
+        "entropy_coef": 0.0,
+        "num_epochs": 1,
+        "num_minibatches": 4,
+        "dynamic_sampling": False,
+        "max_sampling_rounds": 3,
+        "truncation": "keep",
+        "overlong_buffer_tokens": 0,
+        "overlong_penalty_factor": 1.0,
+        **_GAE_INERT,
+        **_NO_CORRECTION,
+    },
+    "cispo": {
+        "advantage_estimator": "grpo",
+        "advantage_eps": 1e-6,
+        "loss_aggregation": "token_mean",
+        "loss_constant": None,
+        "policy_loss": "cispo",
+        "clip_eps_low": 1.0,
+        "clip_eps_high": 5.0,
+        "dual_clip_c": None,
+        "kl_estimator": "none",
+        "kl_mode": "loss",
+        "kl_coef": 0.0,
+        "kl_target_nats_per_seq": None,
+        "kl_horizon": 10000,
+        "ref_refresh_steps": None,
+        "entropy_coef": 0.0,
+        "num_epochs": 1,
+        "num_minibatches": 1,
+        "dynamic_sampling": False,
+        "max_sampling_rounds": 3,
+        "truncation": "keep",
+        "overlong_buffer_tokens": 0,
+        "overlong_penalty_factor": 1.0,
+        **_GAE_INERT,
+        **_NO_CORRECTION,
     },
 }
 
@@ -351,6 +450,8 @@ PRESET_SAMPLING: dict[str, dict[str, Any]] = {
         "group_size": 4, "temperature": 1.0, "top_p": 1.0, "max_new_tokens": 1024, "lr": 1e-6,
         "episodes_per_step": 64, "grad_clip": 1.0, "base_model": "Qwen2.5-3B",
     },
+    "gspo": {"base_model": "Qwen3-30B-A3B-Base (cold-start fine-tuned)"},
+    "cispo": {"base_model": "MiniMax-Text-01 (MiniMax-M1)"},
 }
 
 PRESET_SAMPLING_SOURCES: dict[str, str] = {
@@ -359,6 +460,8 @@ PRESET_SAMPLING_SOURCES: dict[str, str] = {
     "dapo": "DAPO-sh; DAPO Sec. 4.1",
     "tinyzero_ppo": "TZ-sh; TZ-yaml (temperature, top_p, grad_clip)",
     "nano_aha_moment": "NAM constants and DeepSpeed config",
+    "gspo": "GSPO Sec. 5.1 (sampling settings not stated)",
+    "cispo": "M1 Sec. 4 (sampling settings of the full run not restated here)",
 }
 
 SOURCE_LEGEND: dict[str, str] = {
@@ -375,12 +478,25 @@ SOURCE_LEGEND: dict[str, str] = {
     "policy loss; clipped value loss with factor 0.5) and ray_trainer.apply_kl_penalty",
     "NAM": "McGill-NLP/nano-aha-moment nano_r1_script.py (constants, create_training_episodes, "
     "compute_pg_loss)",
+    "GSPO": "Zheng et al. 2025, Group Sequence Policy Optimization (arXiv:2507.18071): the GSPO objective, Sec. 5.1",
+    "M1": "MiniMax 2025, MiniMax-M1 (arXiv:2506.13585): Sec. 3.1 (CISPO)",
+    "NEMO": "NVIDIA NeMo-RL docs, algorithms/cispo (ratio_clip_min 1.0, ratio_clip_max 5.0)",
+    "TRL": "Hugging Face TRL paper index, GSPO entry (beta=0.0 to reproduce the paper)",
+    "TIS": "Yao et al. 2025, Your Efficient RL Framework Secretly Brings You Off-Policy RL Training "
+    "(fengyao.notion.site): truncated IS, C = 2",
+    "IcePop": "Ling Team 2025, Small Leak Can Sink a Great Ship: Boost RL Training on MoE with IcePop (blog): mask band [0.5, 5]",
     "inert": "not used by this recipe: the value is this project's default and has no effect",
     "n/s": "not stated in the source; the value shown is the common default (PPO eps 0.2; verl "
     "eps 1e-6) and is inert or near-inert for this recipe, as the note says",
 }
 
 _INERT_GAE_SOURCES = {f: "inert" for f in _GAE_INERT}
+_CORRECTION_SOURCES = {
+    "rollout_correction": "n/s: the recipe predates rollout-mismatch correction",
+    "rollout_is_cap": "inert; TIS C = 2 when turned on",
+    "rollout_ratio_low": "inert; IcePop alpha = 0.5 when turned on",
+    "rollout_ratio_high": "inert; IcePop beta = 5 when turned on",
+}
 
 PRESET_SOURCES: dict[str, dict[str, str]] = {
     "deepseekmath_grpo": {
@@ -394,7 +510,7 @@ PRESET_SOURCES: dict[str, dict[str, str]] = {
         "kl_estimator": "DSM Eq. 4 (unbiased estimator)",
         "kl_mode": "DSM Sec. 4.1.1 (KL in the loss, not the reward)",
         "kl_coef": "DSM Sec. 4.2",
-        "kl_target": "DSM Sec. 4.2 (fixed coefficient)",
+        "kl_target_nats_per_seq": "DSM Sec. 4.2 (fixed coefficient)",
         "kl_horizon": "inert",
         "ref_refresh_steps": "DSM Sec. 4.2 (no refresh; Alg. 1's per-iteration reset is iterative RL)",
         "entropy_coef": "DSM Eq. 3 (no entropy term)",
@@ -406,6 +522,8 @@ PRESET_SOURCES: dict[str, dict[str, str]] = {
         "overlong_buffer_tokens": "inert",
         "overlong_penalty_factor": "inert",
         **_INERT_GAE_SOURCES,
+        "policy_loss": "DSM Eq. 3 (clipped surrogate)",
+        **_CORRECTION_SOURCES,
     },
     "dr_grpo": {
         "advantage_estimator": "DRG Sec. 3.1 (no std normalisation); OAT",
@@ -418,7 +536,7 @@ PRESET_SOURCES: dict[str, dict[str, str]] = {
         "kl_estimator": "DRG --beta 0",
         "kl_mode": "inert",
         "kl_coef": "DRG --beta 0",
-        "kl_target": "inert",
+        "kl_target_nats_per_seq": "inert",
         "kl_horizon": "inert",
         "ref_refresh_steps": "inert",
         "entropy_coef": "OAT (entropy logged only)",
@@ -430,6 +548,8 @@ PRESET_SOURCES: dict[str, dict[str, str]] = {
         "overlong_buffer_tokens": "inert",
         "overlong_penalty_factor": "inert",
         **_INERT_GAE_SOURCES,
+        "policy_loss": "OAT (PPO clipped surrogate)",
+        **_CORRECTION_SOURCES,
     },
     "dapo": {
         "advantage_estimator": "DAPO Sec. 2.2 (group z-score); DAPO-sh adv_estimator=grpo",
@@ -442,7 +562,7 @@ PRESET_SOURCES: dict[str, dict[str, str]] = {
         "kl_estimator": "DAPO Sec. 2.3 (KL removed); DAPO-sh kl_loss_coef=0",
         "kl_mode": "inert",
         "kl_coef": "DAPO-sh kl_coef=0.0, kl_loss_coef=0.0",
-        "kl_target": "inert",
+        "kl_target_nats_per_seq": "inert",
         "kl_horizon": "inert",
         "ref_refresh_steps": "inert",
         "entropy_coef": "DAPO-sh entropy_coeff=0",
@@ -454,6 +574,8 @@ PRESET_SOURCES: dict[str, dict[str, str]] = {
         "overlong_buffer_tokens": "DAPO Sec. 4.1 (L_cache); DAPO-sh overlong_buffer_len",
         "overlong_penalty_factor": "DAPO Sec. 3.4 (-1 at the limit); DAPO-sh overlong_penalty_factor",
         **_INERT_GAE_SOURCES,
+        "policy_loss": "DAPO Sec. 3.1 (clipped surrogate)",
+        **_CORRECTION_SOURCES,
     },
     "tinyzero_ppo": {
         "advantage_estimator": "TZ-yaml adv_estimator=gae",
@@ -467,7 +589,7 @@ PRESET_SOURCES: dict[str, dict[str, str]] = {
         "kl_estimator": "TZ-yaml kl_penalty=kl (log-ratio)",
         "kl_mode": "TZ-yaml use_kl_loss=False; TZ-code apply_kl_penalty",
         "kl_coef": "TZ-sh algorithm.kl_ctrl.kl_coef",
-        "kl_target": "TZ-yaml kl_ctrl.type=fixed",
+        "kl_target_nats_per_seq": "TZ-yaml kl_ctrl.type=fixed",
         "kl_horizon": "inert",
         "ref_refresh_steps": "TZ-sh (none)",
         "entropy_coef": "TZ-yaml actor.entropy_coeff",
@@ -484,6 +606,8 @@ PRESET_SOURCES: dict[str, dict[str, str]] = {
         "value_coef": "TZ-code (critic loss = clipped value loss, own optimizer)",
         "value_clip_eps": "TZ-yaml critic.cliprange_value",
         "critic_lr": "TZ-sh critic.optim.lr",
+        "policy_loss": "TZ-code compute_policy_loss (PPO clip)",
+        **_CORRECTION_SOURCES,
     },
     "nano_aha_moment": {
         "advantage_estimator": "NAM create_training_episodes (r - mean)/(std + 1e-4)",
@@ -496,7 +620,7 @@ PRESET_SOURCES: dict[str, dict[str, str]] = {
         "kl_estimator": "NAM compute_pg_loss exp(ref-logp)-(ref-logp)-1",
         "kl_mode": "NAM compute_pg_loss (added to the loss)",
         "kl_coef": "NAM KL_COEFFICIENT",
-        "kl_target": "NAM (fixed)",
+        "kl_target_nats_per_seq": "NAM (fixed)",
         "kl_horizon": "inert",
         "ref_refresh_steps": "NAM (none)",
         "entropy_coef": "NAM (entropy logged only)",
@@ -508,6 +632,60 @@ PRESET_SOURCES: dict[str, dict[str, str]] = {
         "overlong_buffer_tokens": "inert",
         "overlong_penalty_factor": "inert",
         **_INERT_GAE_SOURCES,
+        "policy_loss": "inert: NAM uses -A log p with one on-policy step (same gradient)",
+        **_CORRECTION_SOURCES,
+    },
+    "gspo": {
+        "advantage_estimator": "GSPO objective (group-normalised advantage)",
+        "advantage_eps": "n/s",
+        "loss_aggregation": "GSPO objective: 1/G sum over sequences",
+        "loss_constant": "inert",
+        "policy_loss": "GSPO objective (sequence ratio, computed in the GSPO-token form)",
+        "clip_eps_low": "GSPO Sec. 5.1 (3e-4)",
+        "clip_eps_high": "GSPO Sec. 5.1 (4e-4)",
+        "dual_clip_c": "GSPO objective (none)",
+        "kl_estimator": "GSPO objective (no KL term); TRL beta=0.0",
+        "kl_mode": "inert",
+        "kl_coef": "GSPO objective (no KL term); TRL beta=0.0",
+        "kl_target_nats_per_seq": "inert",
+        "kl_horizon": "inert",
+        "ref_refresh_steps": "inert",
+        "entropy_coef": "GSPO objective (none)",
+        "num_epochs": "GSPO Sec. 5.1 (one pass)",
+        "num_minibatches": "GSPO Sec. 5.1 (rollout batch split into 4 minibatches)",
+        "dynamic_sampling": "GSPO (none)",
+        "max_sampling_rounds": "inert",
+        "truncation": "GSPO (none stated)",
+        "overlong_buffer_tokens": "inert",
+        "overlong_penalty_factor": "inert",
+        **_INERT_GAE_SOURCES,
+        **_CORRECTION_SOURCES,
+    },
+    "cispo": {
+        "advantage_estimator": "M1 Sec. 3.1 (group-relative advantage)",
+        "advantage_eps": "n/s",
+        "loss_aggregation": "M1 Sec. 3.1 CISPO objective: divided by the total response tokens (token-level)",
+        "loss_constant": "inert",
+        "policy_loss": "M1 Sec. 3.1 (clipped, stop-gradient IS weight times log pi)",
+        "clip_eps_low": "M1 Sec. 3.1 (no lower bound on the IS weight): 1.0 gives bound 0",
+        "clip_eps_high": "n/s in M1 (tuned); NEMO ratio_clip_max 5.0",
+        "dual_clip_c": "M1 (none)",
+        "kl_estimator": "M1 Sec. 3.1 CISPO objective (no KL term)",
+        "kl_mode": "inert",
+        "kl_coef": "M1 Sec. 3.1 CISPO objective (no KL term)",
+        "kl_target_nats_per_seq": "inert",
+        "kl_horizon": "inert",
+        "ref_refresh_steps": "inert",
+        "entropy_coef": "M1 Sec. 3.1 CISPO objective (none)",
+        "num_epochs": "n/s; one pass",
+        "num_minibatches": "n/s; one optimizer step per rollout (set more to go off-policy)",
+        "dynamic_sampling": "n/s",
+        "max_sampling_rounds": "inert",
+        "truncation": "n/s",
+        "overlong_buffer_tokens": "inert",
+        "overlong_penalty_factor": "inert",
+        **_INERT_GAE_SOURCES,
+        **_CORRECTION_SOURCES,
     },
 }
 

@@ -16,8 +16,8 @@ position), but only if the checkpoint was made with the same config and start mo
 """
 from __future__ import annotations
 
-import copy
 import dataclasses
+import functools
 import logging
 import random
 import shutil
@@ -33,9 +33,12 @@ from pipeline.metrics import MetricsLogger
 from pipeline.stage_cli import run_stage
 from stages.core import algorithms as algos
 from stages.core.guards import GuardStop, TrainingGuards
-from stages.core.modeling import completion_logits, load_causal_lm, load_tokenizer, pick_device, set_cpu_threads, token_logprobs
+from stages.core.microbatch import loss_normaliser, split_minibatch, trimmed_width
+from stages.core.modeling import (chunked_head_logprobs, completion_hidden_states, completion_logprobs, load_causal_lm,
+                                  load_tokenizer, pick_device, set_cpu_threads)
+from stages.core.precision import MixedPrecision
 from stages.core.prompting import encode_prompts
-from stages.core.rollout import Completion, SamplingSettings, make_backend, resolve_backend_name, vllm_max_model_len
+from stages.core.rollout import BackendRequest, Completion, SamplingSettings, create_backend
 from stages.core.scoring import prefetch_code_results, score_completions
 
 log = logging.getLogger("r1zero.grpo")
@@ -80,11 +83,18 @@ def build_batch(rows: list[dict], prompt_ids: list[list[int]], completions: list
     return RolloutBatch(rows, completions, input_ids, attention, completion_mask, rollout_logprobs, truncated)
 
 
-def slice_batch(batch: RolloutBatch, index: torch.Tensor) -> RolloutBatch:
-    picked = index.tolist()
-    return RolloutBatch([batch.rows[i] for i in picked], [batch.completions[i] for i in picked], batch.input_ids[index],
-                        batch.attention_mask[index], batch.completion_mask[index], batch.rollout_logprobs[index],
-                        batch.truncated[index])
+def micro_batch(batch: RolloutBatch, rows: torch.Tensor) -> RolloutBatch:
+    """The ``rows`` of ``batch``, trimmed to the columns they use: prompt padding that no row of
+    theirs needs is cut from the left, completion padding from the right. Positions start at each
+    row's first real token, so the trimmed rows compute exactly what the full ones would."""
+    picked = rows.tolist()
+    width = trimmed_width(batch.completion_mask[rows])  # completion columns used
+    prompt_width = batch.input_ids.shape[1] - batch.num_completion_tokens
+    prompt_used = int(batch.attention_mask[rows, :prompt_width].sum(-1).max()) if picked else 0
+    columns = slice(prompt_width - max(1, prompt_used), prompt_width + width)
+    return RolloutBatch([batch.rows[i] for i in picked], [batch.completions[i] for i in picked],
+                        batch.input_ids[rows, columns], batch.attention_mask[rows, columns],
+                        batch.completion_mask[rows, :width], batch.rollout_logprobs[rows, :width], batch.truncated[rows])
 
 
 # ---------------------------------------------------------------- data order
@@ -537,8 +547,8 @@ def sampled_reward_metrics(scores: list) -> dict:
 def algos_critic(policy, algo: AlgorithmConfig, model_dir: str, gradient_checkpointing: bool = False):
     from stages.core.critic import make_critic
 
-    return make_critic(policy, algo.critic, base_model_dir=model_dir if algo.critic == "separate" else None,
-                       gradient_checkpointing=gradient_checkpointing)
+    # A value head ignores base_model_dir (its trunk is the policy); a separate critic starts from it.
+    return make_critic(policy, algo.critic, base_model_dir=model_dir, gradient_checkpointing=gradient_checkpointing)
 
 
 # ---------------------------------------------------------------- checkpoints

@@ -72,6 +72,19 @@ class ValueHead(torch.nn.Module):
     def _values(self, hidden: torch.Tensor) -> torch.Tensor:
         return self.value_head(hidden.to(self.value_head.weight.dtype)).squeeze(-1).float()  # (B, L)
 
+    def values_from_hidden(self, hidden: torch.Tensor) -> torch.Tensor:
+        """Float32 values (B, T) from trunk hidden states (B, T, H) computed elsewhere, e.g. the
+        policy's own pass that also gives the log-probs."""
+        return self._values(hidden)
+
+    def completion_values(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                          num_completion_tokens: int) -> torch.Tensor:
+        """Values (B, T) of the states that predict the last ``num_completion_tokens`` tokens,
+        with the same left-padding position ids as the policy's log-probs."""
+        from stages.core.modeling import completion_hidden_states
+
+        return self._values(completion_hidden_states(self.model, input_ids, attention_mask, num_completion_tokens))
+
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(logits (B, L, V), values (B, L)) from one pass through the trunk."""
         hidden = self._hidden(input_ids, attention_mask)  # (B, L, H)
@@ -124,6 +137,11 @@ class Critic:
         """(B, L) values, aligned with the logits (see the module docstring)."""
         return self.model.values(input_ids, attention_mask)
 
+    def completion_values(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                          num_completion_tokens: int) -> torch.Tensor:
+        """(B, T) values aligned with the completion log-probs (``ValueHead.completion_values``)."""
+        return self.model.completion_values(input_ids, attention_mask, num_completion_tokens)
+
     def parameters(self) -> Iterator[torch.nn.Parameter]:
         """Parameters for the critic's optimiser: the head alone when the trunk is the policy's."""
         if self.shares_policy_trunk:
@@ -148,6 +166,7 @@ def make_critic(
     kind: CriticKind,
     *,
     base_model_dir: str | Path | None = None,
+    gradient_checkpointing: bool = False,
     **model_kwargs,
 ) -> Critic:
     """Build the critic for a policy.
@@ -155,6 +174,8 @@ def make_critic(
     ``value_head``: a head on ``policy_model`` itself. ``separate``: a new model with the base
     architecture -- loaded from ``base_model_dir`` when given (TinyZero starts the critic from the
     base model), otherwise a deep copy of ``policy_model`` (identical to the base at step 0).
+    ``base_model_dir`` is ignored by ``value_head``; ``gradient_checkpointing`` applies to a
+    separate trunk (a value head's trunk is the policy, configured where it is loaded).
     """
     if kind == "value_head":
         return Critic(ValueHead(policy_model), kind)
@@ -166,5 +187,10 @@ def make_critic(
             trunk.to(next(policy_model.parameters()).device)
         else:
             trunk = copy.deepcopy(policy_model)
+        if gradient_checkpointing:
+            from stages.core.modeling import enable_gradient_checkpointing
+
+            enable_gradient_checkpointing(trunk)
+            trunk.train()
         return Critic(ValueHead(trunk), kind)
     raise ValueError(f"critic: unknown kind {kind!r}; choose 'value_head' or 'separate'")

@@ -111,7 +111,7 @@ CONDITIONS: tuple[_Condition, ...] = (
         lambda v, c: (
             f"KL to the reference is {v:.3g} per token (limit {c.max_kl:g}): the policy is running away "
             "from the reference. Lower the learning rate, raise algorithm.kl_coef or set "
-            "algorithm.kl_target (adaptive beta), or set algorithm.ref_refresh_steps if drifting is intended."
+            "algorithm.kl_target_nats_per_seq (adaptive beta), or set algorithm.ref_refresh_steps if drifting is intended."
         ),
     ),
     _Condition(

@@ -14,8 +14,11 @@ Example:
 from __future__ import annotations
 
 import importlib
+import logging
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Callable, Protocol
+
+log = logging.getLogger("r1zero.rollout")
 
 
 @dataclass(frozen=True)
@@ -101,3 +104,67 @@ def make_backend(name: str, **kwargs: Any) -> RolloutBackend:
     """Create a backend by name (``auto``, ``hf`` or ``vllm``)."""
     module_name, _, factory = BACKENDS[resolve_backend_name(name)].partition(":")
     return getattr(importlib.import_module(module_name), factory)(**kwargs)
+
+
+# ---------------------------------------------------------------- one factory for every stage
+@dataclass(frozen=True)
+class BackendRequest:
+    """What a stage knows when it wants a backend; each backend takes the parts it needs.
+
+    ``policy`` is the trainer's own model object: the ``hf`` backend samples from it (so its
+    weights are never stale); without one (evaluation) the ``hf`` backend loads ``model_dir``
+    in ``dtype`` (``auto``: the dtype the checkpoint records). ``vllm`` always loads
+    ``model_dir`` and is kept in sync through ``sync_weights``.
+    """
+
+    model_dir: str
+    tokenizer: Any
+    device: Any
+    policy: Any = None
+    dtype: str = "float32"
+    seed: int = 0
+    batch_size: int | None = None  # hf: completions per generate call (None: all at once)
+    gpu_memory_utilization: float | None = None  # vllm: None keeps the backend's default
+    enable_sleep_mode: bool = False  # vllm on GPU
+
+
+def _build_hf(request: BackendRequest) -> RolloutBackend:
+    model = request.policy
+    if model is None:
+        from stages.core.modeling import load_causal_lm
+
+        model = load_causal_lm(request.model_dir, device=request.device, dtype=request.dtype)
+    return make_backend("hf", model=model, tokenizer=request.tokenizer, device=request.device,
+                        batch_size=request.batch_size)
+
+
+def _build_vllm(request: BackendRequest) -> RolloutBackend:
+    from transformers import AutoConfig
+
+    from stages.core.modeling import resolve_model_path, saved_dtype
+
+    local_dir = resolve_model_path(request.model_dir)
+    dtype = saved_dtype(local_dir) if request.dtype == "auto" else request.dtype
+    options: dict[str, Any] = {"enable_sleep_mode": request.enable_sleep_mode}
+    if request.gpu_memory_utilization is not None:
+        options["gpu_memory_utilization"] = request.gpu_memory_utilization
+    return make_backend("vllm", model_dir=local_dir, tokenizer=request.tokenizer, seed=request.seed, dtype=dtype,
+                        max_model_len=vllm_max_model_len(AutoConfig.from_pretrained(local_dir)), **options)
+
+
+BACKEND_BUILDERS: dict[str, Callable[[BackendRequest], RolloutBackend]] = {"hf": _build_hf, "vllm": _build_vllm}
+
+
+def create_backend(name: str, request: BackendRequest) -> RolloutBackend:
+    """The rollout backend for a stage: ``name`` is ``auto``, ``hf`` or ``vllm`` (``auto`` picks
+    vllm when it imports). GRPO and evaluation both come through here.
+
+    Example:
+        >>> backend = create_backend("hf", BackendRequest("results/models/tiny/model", tokenizer, "cpu",
+        ...                                               policy=model))  # doctest: +SKIP
+        >>> backend.name  # doctest: +SKIP
+        'hf'
+    """
+    resolved = resolve_backend_name(name)
+    log.info("rollout backend: %s (asked for %r)", resolved, name)
+    return BACKEND_BUILDERS[resolved](request)

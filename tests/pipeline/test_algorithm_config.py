@@ -23,42 +23,66 @@ DOCS = Path(__file__).resolve().parents[2] / "docs" / "algorithms.md"
 # value must fail here. Fields a recipe does not use carry the project defaults.
 INERT_GAE = dict(gamma=1.0, gae_lambda=1.0, critic="value_head", value_coef=0.5, value_clip_eps=0.2,
                  critic_lr=None, whiten_advantages=False)
+# Recipes that predate rollout-mismatch correction; the inert values are the project defaults.
+NO_CORRECTION = dict(rollout_correction="none", rollout_is_cap=2.0, rollout_ratio_low=0.5, rollout_ratio_high=5.0)
 EXPECTED = {
     "deepseekmath_grpo": dict(
         advantage_estimator="grpo", advantage_eps=1e-6, loss_aggregation="seq_mean_token_mean",
         loss_constant=None, clip_eps_low=0.2, clip_eps_high=0.2, dual_clip_c=None, kl_estimator="k3",
-        kl_mode="loss", kl_coef=0.04, kl_target=None, kl_horizon=10000, ref_refresh_steps=None,
+        kl_mode="loss", kl_coef=0.04, kl_target_nats_per_seq=None, kl_horizon=10000, ref_refresh_steps=None,
         entropy_coef=0.0, num_epochs=1, num_minibatches=1, dynamic_sampling=False, max_sampling_rounds=3,
         truncation="keep", overlong_buffer_tokens=0, overlong_penalty_factor=1.0, **INERT_GAE,
+        policy_loss="ppo_clip", **NO_CORRECTION,
     ),
     "dr_grpo": dict(
         advantage_estimator="dr_grpo", advantage_eps=1e-6, loss_aggregation="seq_mean_token_sum_norm",
         loss_constant=None, clip_eps_low=0.2, clip_eps_high=0.2, dual_clip_c=None, kl_estimator="none",
-        kl_mode="loss", kl_coef=0.0, kl_target=None, kl_horizon=10000, ref_refresh_steps=None,
+        kl_mode="loss", kl_coef=0.0, kl_target_nats_per_seq=None, kl_horizon=10000, ref_refresh_steps=None,
         entropy_coef=0.0, num_epochs=1, num_minibatches=8, dynamic_sampling=False, max_sampling_rounds=3,
         truncation="keep", overlong_buffer_tokens=0, overlong_penalty_factor=1.0, **INERT_GAE,
+        policy_loss="ppo_clip", **NO_CORRECTION,
     ),
     "dapo": dict(
         advantage_estimator="grpo", advantage_eps=1e-6, loss_aggregation="token_mean",
         loss_constant=None, clip_eps_low=0.2, clip_eps_high=0.28, dual_clip_c=None, kl_estimator="none",
-        kl_mode="loss", kl_coef=0.0, kl_target=None, kl_horizon=10000, ref_refresh_steps=None,
+        kl_mode="loss", kl_coef=0.0, kl_target_nats_per_seq=None, kl_horizon=10000, ref_refresh_steps=None,
         entropy_coef=0.0, num_epochs=1, num_minibatches=16, dynamic_sampling=True, max_sampling_rounds=10,
         truncation="overlong_penalty", overlong_buffer_tokens=4096, overlong_penalty_factor=1.0, **INERT_GAE,
+        policy_loss="ppo_clip", **NO_CORRECTION,
     ),
     "tinyzero_ppo": dict(
         advantage_estimator="gae", advantage_eps=1e-6, whiten_advantages=True, loss_aggregation="token_mean",
         loss_constant=None, clip_eps_low=0.2, clip_eps_high=0.2, dual_clip_c=None, kl_estimator="k1",
-        kl_mode="reward", kl_coef=0.001, kl_target=None, kl_horizon=10000, ref_refresh_steps=None,
+        kl_mode="reward", kl_coef=0.001, kl_target_nats_per_seq=None, kl_horizon=10000, ref_refresh_steps=None,
         entropy_coef=0.001, num_epochs=1, num_minibatches=2, dynamic_sampling=False, max_sampling_rounds=3,
         truncation="keep", overlong_buffer_tokens=0, overlong_penalty_factor=1.0, gamma=1.0, gae_lambda=1.0,
-        critic="separate", value_coef=1.0, value_clip_eps=0.5, critic_lr=1e-5,
+        critic="separate", value_coef=1.0, value_clip_eps=0.5, critic_lr=1e-5, policy_loss="ppo_clip", **NO_CORRECTION,
+    ),
+    # GSPO Sec. 5.1: clip 3e-4 / 4e-4, 4 minibatches per rollout batch, no KL term.
+    "gspo": dict(
+        advantage_estimator="grpo", advantage_eps=1e-6, loss_aggregation="seq_mean_token_mean",
+        loss_constant=None, policy_loss="gspo", clip_eps_low=3e-4, clip_eps_high=4e-4, dual_clip_c=None,
+        kl_estimator="none", kl_mode="loss", kl_coef=0.0, kl_target_nats_per_seq=None, kl_horizon=10000,
+        ref_refresh_steps=None, entropy_coef=0.0, num_epochs=1, num_minibatches=4, dynamic_sampling=False,
+        max_sampling_rounds=3, truncation="keep", overlong_buffer_tokens=0, overlong_penalty_factor=1.0,
+        **INERT_GAE, **NO_CORRECTION,
+    ),
+    # MiniMax-M1 Sec. 3.1: token-level CISPO, no lower bound on the IS weight, no KL; eps_high 5 (NeMo-RL).
+    "cispo": dict(
+        advantage_estimator="grpo", advantage_eps=1e-6, loss_aggregation="token_mean",
+        loss_constant=None, policy_loss="cispo", clip_eps_low=1.0, clip_eps_high=5.0, dual_clip_c=None,
+        kl_estimator="none", kl_mode="loss", kl_coef=0.0, kl_target_nats_per_seq=None, kl_horizon=10000,
+        ref_refresh_steps=None, entropy_coef=0.0, num_epochs=1, num_minibatches=1, dynamic_sampling=False,
+        max_sampling_rounds=3, truncation="keep", overlong_buffer_tokens=0, overlong_penalty_factor=1.0,
+        **INERT_GAE, **NO_CORRECTION,
     ),
     "nano_aha_moment": dict(
         advantage_estimator="grpo", advantage_eps=1e-4, loss_aggregation="token_mean",
         loss_constant=None, clip_eps_low=0.2, clip_eps_high=0.2, dual_clip_c=None, kl_estimator="k3",
-        kl_mode="loss", kl_coef=0.001, kl_target=None, kl_horizon=10000, ref_refresh_steps=None,
+        kl_mode="loss", kl_coef=0.001, kl_target_nats_per_seq=None, kl_horizon=10000, ref_refresh_steps=None,
         entropy_coef=0.0, num_epochs=1, num_minibatches=1, dynamic_sampling=False, max_sampling_rounds=3,
         truncation="keep", overlong_buffer_tokens=0, overlong_penalty_factor=1.0, **INERT_GAE,
+        policy_loss="ppo_clip", **NO_CORRECTION,
     ),
 }
 EXPECTED_SAMPLING = {
@@ -70,6 +94,8 @@ EXPECTED_SAMPLING = {
     "tinyzero_ppo": dict(group_size=1, temperature=1.0, max_new_tokens=1024, lr=1e-6, prompts_per_step=256,
                          prompts_per_minibatch=128),
     "nano_aha_moment": dict(group_size=4, temperature=1.0, max_new_tokens=1024, lr=1e-6, episodes_per_step=64),
+    "gspo": dict(base_model="Qwen3-30B-A3B-Base (cold-start fine-tuned)"),
+    "cispo": dict(base_model="MiniMax-Text-01 (MiniMax-M1)"),
 }
 
 
@@ -88,7 +114,7 @@ def test_published_sampling_settings(name):
         assert PRESET_SAMPLING[name][key] == value, key
 
 
-def test_the_five_presets_and_only_those():
+def test_the_seven_presets_and_only_those():
     assert set(PRESETS) == set(EXPECTED) == set(PRESET_SAMPLING) == set(PRESET_SOURCES) == set(PRESET_SAMPLING_SOURCES)
 
 
@@ -116,7 +142,7 @@ def test_no_preset_gives_the_documented_defaults():
 @pytest.mark.parametrize(
     "raw, field, why",
     [
-        ({"preset": "ppo2"}, "known presets: dapo, deepseekmath_grpo", "unknown preset lists the known ones"),
+        ({"preset": "ppo2"}, "known presets: cispo, dapo, deepseekmath_grpo", "unknown preset lists the known ones"),
         ({"advantage_estimator": "ppo"}, "advantage_estimator", "not a registered estimator"),
         ({"loss_aggregation": "sum"}, "loss_aggregation", "not a registered aggregation"),
         ({"kl_estimator": "k4"}, "kl_estimator", "not a registered KL estimator"),
@@ -126,7 +152,7 @@ def test_no_preset_gives_the_documented_defaults():
         ({"dual_clip_c": 1.0}, "dual_clip_c", "dual clip must exceed 1"),
         ({"num_epochs": 0}, "num_epochs", "at least one pass"),
         ({"truncation": "overlong_penalty"}, "overlong_buffer_tokens", "penalty needs a buffer"),
-        ({"kl_estimator": "none", "kl_target": 0.1}, "kl_target", "adaptive KL without a KL"),
+        ({"kl_estimator": "none", "kl_target_nats_per_seq": 0.1}, "kl_target_nats_per_seq", "adaptive KL without a KL"),
         ({"kl_estimator": "none", "ref_refresh_steps": 10}, "ref_refresh_steps", "no reference to refresh"),
         ({"gae_lambda": 1.5}, "gae_lambda", "lambda is in [0, 1]"),
         ({"critic": "shared"}, "critic", "value_head or separate"),

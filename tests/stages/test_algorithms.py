@@ -13,6 +13,15 @@ from stages.core import algorithms as alg
 T = torch.tensor
 
 
+OUTCOME_ESTIMATORS = sorted(set(alg.ADVANTAGE_ESTIMATORS) - {"gae"})
+
+
+def advantages_of(name: str, rewards: torch.Tensor, group_size: int, **context) -> torch.Tensor:
+    """The registered estimator on a context of outcome rewards (no KL in the reward, no critic)."""
+    mask = context.pop("mask", torch.ones(rewards.shape[0], 3))
+    return alg.ADVANTAGE_ESTIMATORS[name](alg.AdvantageContext(rewards, mask, group_size, **context)).advantages
+
+
 def close(actual: torch.Tensor, expected, tol: float = 1e-4) -> None:
     assert torch.allclose(actual.float(), torch.as_tensor(expected, dtype=torch.float32), atol=tol), (actual, expected)
 
@@ -35,42 +44,42 @@ REWARDS = T([1.0, 0.8, 0.4, 0.2])  # mean 0.6, deviations +-0.4 / +-0.2, populat
     ],
 )
 def test_advantages_of_one_group(name, expected, why):
-    close(alg.ADVANTAGE_ESTIMATORS[name](REWARDS, group_size=4), expected)
+    close(advantages_of(name, REWARDS, 4), expected)
 
 
 def test_grpo_matches_the_rounded_numbers_of_the_issue():
-    adv = alg.ADVANTAGE_ESTIMATORS["grpo"](REWARDS, group_size=4)
+    adv = advantages_of("grpo", REWARDS, 4)
     assert [round(a, 2) for a in adv.tolist()] == [1.26, 0.63, -0.63, -1.26]
 
 
 def test_groups_are_contiguous_blocks_with_their_own_baseline():
     rewards = T([1.0, 0.0, 5.0, 7.0])  # groups [1, 0] and [5, 7]
-    close(alg.ADVANTAGE_ESTIMATORS["dr_grpo"](rewards, group_size=2), [0.5, -0.5, -1.0, 1.0])
-    close(alg.ADVANTAGE_ESTIMATORS["grpo"](rewards, group_size=2), [1.0, -1.0, -1.0, 1.0])
+    close(advantages_of("dr_grpo", rewards, 2), [0.5, -0.5, -1.0, 1.0])
+    close(advantages_of("grpo", rewards, 2), [1.0, -1.0, -1.0, 1.0])
 
 
 def test_reinforce_pp_uses_batch_statistics_not_group_ones():
     rewards = T([1.0, 0.0, 1.0, 1.0])  # batch mean 0.75, population std sqrt(0.1875)
     std = math.sqrt(0.1875)
-    close(alg.ADVANTAGE_ESTIMATORS["reinforce_pp"](rewards, group_size=2), [0.25 / std, -0.75 / std, 0.25 / std, 0.25 / std])
+    close(advantages_of("reinforce_pp", rewards, 2), [0.25 / std, -0.75 / std, 0.25 / std, 0.25 / std])
     # -baseline: centred per group [0.5, -0.5, 0, 0] (batch std sqrt(0.125)), then whitened
-    close(alg.ADVANTAGE_ESTIMATORS["reinforce_pp_baseline"](rewards, group_size=2),
+    close(advantages_of("reinforce_pp_baseline", rewards, 2),
           [0.5 / math.sqrt(0.125), -0.5 / math.sqrt(0.125), 0.0, 0.0])
 
 
-@pytest.mark.parametrize("name", sorted(alg.ADVANTAGE_ESTIMATORS))
+@pytest.mark.parametrize("name", OUTCOME_ESTIMATORS)
 def test_a_group_with_equal_rewards_gets_zero_advantage_not_nan(name):
     rewards = T([1.0, 1.0, 1.0, 1.0, 0.0, 1.0, 0.0, 1.0])
-    adv = alg.ADVANTAGE_ESTIMATORS[name](rewards, group_size=4)
+    adv = advantages_of(name, rewards, 4)
     assert torch.isfinite(adv).all()
     if name != "reinforce_pp":  # the batch baseline (no group one) keeps a signal here
         close(adv[:4], [0.0, 0.0, 0.0, 0.0])
 
 
-@pytest.mark.parametrize("name", sorted(alg.ADVANTAGE_ESTIMATORS))
+@pytest.mark.parametrize("name", OUTCOME_ESTIMATORS)
 def test_a_batch_that_is_not_whole_groups_is_refused(name):
     with pytest.raises(ValueError, match="whole number of groups"):
-        alg.ADVANTAGE_ESTIMATORS[name](T([1.0, 0.0, 1.0]), group_size=2)
+        advantages_of(name, T([1.0, 0.0, 1.0]), 2)
 
 
 def test_rloo_refuses_groups_of_one():
@@ -81,7 +90,7 @@ def test_rloo_refuses_groups_of_one():
 def test_config_literals_name_exactly_the_registries():
     hints = typing.get_type_hints(AlgorithmConfig)
     estimators = set(typing.get_args(hints["advantage_estimator"]))
-    assert estimators == set(alg.ADVANTAGE_ESTIMATORS) | {"gae"}
+    assert estimators == set(alg.ADVANTAGE_ESTIMATORS)
     assert set(typing.get_args(hints["loss_aggregation"])) == set(alg.LOSS_AGGREGATIONS)
     assert set(typing.get_args(hints["kl_estimator"])) == set(alg.KL_ESTIMATORS)
     assert set(alg.ESTIMATOR_DESCRIPTIONS) == estimators
@@ -332,7 +341,7 @@ def test_adaptive_kl_raises_and_lowers_beta():
     "overrides, kind, beta",
     [
         ({}, alg.FixedKLController, 0.04),
-        ({"kl_target": 0.1, "kl_coef": 0.2}, alg.AdaptiveKLController, 0.2),
+        ({"kl_target_nats_per_seq": 0.1, "kl_coef": 0.2}, alg.AdaptiveKLController, 0.2),
         ({"kl_estimator": "none"}, alg.FixedKLController, 0.0),
     ],
 )
@@ -347,3 +356,156 @@ def test_describe_algorithms_lists_every_name():
     missing = [n for n in names if n not in text]
     assert not missing
     assert all(len(line) < 160 for line in text.splitlines())
+
+
+# --- policy losses: GSPO and CISPO -------------------------------------------------------------
+
+LOG = torch.log
+
+
+def test_gspo_uses_one_geometric_mean_ratio_per_sequence():
+    # token ratios 2 and 0.5: geometric mean 1 (inside any clip), arithmetic mean 1.25
+    logp, old = LOG(T([[0.5, 0.5, 0.9]])), LOG(T([[0.25, 1.0, 0.1]]))
+    mask = T([[1.0, 1.0, 0.0]])  # the third token is padding: its ratio of 9 must not count
+    loss, stats = alg.gspo_loss(logp, old, T([2.0]), mask, clip_eps_low=3e-4, clip_eps_high=4e-4)
+    close(loss, [[-2.0, -2.0, 0.0]])  # -s * A with s = 1 on every real token
+    assert stats["ratio_mean"] == pytest.approx(1.0) and stats["clip_frac"] == 0.0
+
+
+def test_gspo_clips_the_whole_sequence():
+    # ratios 1.21 and 1.0: s = sqrt(1.21) = 1.1 > 1 + 4e-4 with A > 0 -> clipped to 1.0004, no gradient
+    logp = LOG(T([[0.55, 0.5]])).requires_grad_(True)
+    old = LOG(T([[0.55 / 1.21, 0.5]]))
+    loss, stats = alg.gspo_loss(logp, old, T([1.0]), torch.ones(1, 2), clip_eps_low=3e-4, clip_eps_high=4e-4)
+    close(loss, [[-1.0004, -1.0004]], tol=1e-6)
+    assert stats["clip_frac"] == 1.0
+    loss.sum().backward()
+    assert logp.grad.abs().max() == 0.0
+
+
+def test_gspo_gradient_is_the_sequence_ratio_times_the_mean_token_gradient():
+    # GSPO: grad = -A * s * (1/|y|) sum_t grad log pi_t; s = exp(mean(0.2, -0.1, 0.5)) inside a wide clip
+    logp = T([[-1.0, -2.0, -0.5]]).requires_grad_(True)
+    old = T([[-1.2, -1.9, -1.0]])
+    loss, _ = alg.gspo_loss(logp, old, T([1.5]), torch.ones(1, 3), clip_eps_low=0.9, clip_eps_high=9.0)
+    alg.seq_mean_token_mean(loss, torch.ones(1, 3)).backward()
+    s = math.exp((0.2 - 0.1 + 0.5) / 3)
+    close(logp.grad, [[-1.5 * s / 3] * 3], tol=1e-6)
+
+
+def test_cispo_weight_is_clipped_and_carries_no_gradient():
+    # ratio 3 -> weight clip(3, 0, 1.5) = 1.5; loss = -1.5 * A * log pi; d/dlogp = -1.5 * A
+    logp = LOG(T([[0.6]])).requires_grad_(True)
+    old = LOG(T([[0.2]]))
+    loss, stats = alg.cispo_loss(logp, old, T([2.0]), torch.ones(1, 1), clip_eps_low=1.0, clip_eps_high=0.5)
+    close(loss, [[-1.5 * 2.0 * math.log(0.6)]], tol=1e-6)
+    assert stats["clip_frac"] == 1.0 and stats["ratio_mean"] == pytest.approx(3.0)
+    loss.sum().backward()
+    close(logp.grad, [[-3.0]], tol=1e-6)  # the PPO clip would give 0 here: the token keeps its gradient
+
+
+def test_dual_clip_is_refused_outside_the_ppo_clip():
+    for fn in (alg.gspo_loss, alg.cispo_loss):
+        with pytest.raises(ValueError, match="dual_clip_c"):
+            fn(torch.zeros(1, 1), torch.zeros(1, 1), T([1.0]), torch.ones(1, 1), clip_eps_low=0.2, clip_eps_high=0.2,
+               dual_clip_c=3.0)
+
+
+@pytest.mark.parametrize("name", sorted(alg.POLICY_LOSSES))
+@pytest.mark.parametrize("aggregation", sorted(alg.LOSS_AGGREGATIONS))
+def test_every_policy_loss_on_policy_has_the_plain_policy_gradient(name, aggregation):
+    torch.manual_seed(0)
+    mask = T([[1.0, 1.0, 1.0], [1.0, 0.0, 0.0], [1.0, 1.0, 0.0]])
+    advantages = T([1.0, -0.5, 2.0])
+    logp = (-torch.rand(3, 3) - 0.1).requires_grad_(True)
+    per_token, _ = alg.POLICY_LOSSES[name](logp, logp.detach(), advantages, mask, clip_eps_low=0.2, clip_eps_high=0.2)
+    alg.LOSS_AGGREGATIONS[aggregation](per_token, mask, constant=5.0).backward()
+    plain = logp.detach().clone().requires_grad_(True)
+    alg.LOSS_AGGREGATIONS[aggregation](-advantages[:, None] * plain, mask, constant=5.0).backward()
+    close(logp.grad, plain.grad, tol=1e-6)
+
+
+# --- rollout-mismatch corrections ---------------------------------------------------------------
+
+# rho = pi_old / pi_rollout per token: [[3, 1, (pad)], [0.25, 2, 1.5]]
+OLD = LOG(T([[0.9, 0.5, 0.5], [0.1, 0.8, 0.6]]))
+ROLLOUT = LOG(T([[0.3, 0.5, 0.01], [0.4, 0.4, 0.4]]))
+RMASK = T([[1.0, 1.0, 0.0], [1.0, 1.0, 1.0]])
+
+
+@pytest.mark.parametrize(
+    "name, weights, keep, frac, why",
+    [
+        ("none", [[1, 1, 1], [1, 1, 1]], [[1, 1, 1], [1, 1, 1]], 0.0, "nothing changes"),
+        ("tis", [[2, 1, 1], [0.25, 2, 1.5]], [[1, 1, 1], [1, 1, 1]], 1 / 5, "min(rho, 2): only the 3 is truncated"),
+        ("seq_tis", [[2, 2, 2], [0.75, 0.75, 0.75]], [[1, 1, 1], [1, 1, 1]], 2 / 5,
+         "sequence rho 3 -> 2; 0.25 * 2 * 1.5 = 0.75 stays"),
+        ("mis", [[1, 1, 1], [1, 1, 1]], [[0, 1, 1], [0, 1, 1]], 2 / 5, "3 and 0.25 lie outside [0.5, 2]"),
+        ("seq_mis", [[1, 1, 1], [1, 1, 1]], [[0, 0, 0], [1, 1, 1]], 2 / 5, "sequence rho 3 is outside, 0.75 inside"),
+        ("icepop", [[0, 1, 0], [0, 2, 1.5]], [[1, 1, 1], [1, 1, 1]], 2 / 5, "rho kept inside [0.5, 2], 0 outside"),
+    ],
+)
+def test_rollout_corrections_by_hand(name, weights, keep, frac, why):
+    correction = alg.ROLLOUT_CORRECTIONS[name](OLD, ROLLOUT, RMASK, cap=2.0, low=0.5, high=2.0)
+    close(correction.weights * RMASK, T(weights) * RMASK)
+    close(correction.keep * RMASK, T(keep) * RMASK)
+    assert correction.frac_corrected == pytest.approx(frac), why
+
+
+def test_raw_ratio_stats_skip_padding():
+    stats = alg.rollout_ratio_stats(OLD, ROLLOUT, RMASK, cap=2.0, low=0.5, high=2.0)
+    assert stats["rollout/ratio_mean"] == pytest.approx((3 + 1 + 0.25 + 2 + 1.5) / 5, rel=1e-5)
+    assert stats["rollout/ratio_min"] == pytest.approx(0.25, rel=1e-5)
+    assert stats["rollout/ratio_max"] == pytest.approx(3.0, rel=1e-5)  # the padded 50 is ignored
+    assert stats["rollout/seq_ratio_mean"] == pytest.approx((3 + 0.75) / 2, rel=1e-5)
+    assert stats["rollout/frac_ratio_above_cap"] == pytest.approx(1 / 5)
+    assert stats["rollout/frac_ratio_outside_band"] == pytest.approx(2 / 5)
+
+
+# --- KL placement, truncation, REINFORCE++ per-token returns, KL per sequence --------------------
+
+
+def test_kl_placements():
+    old, ref, mask = T([[-1.0, -2.0]]), T([[-1.5, -2.0]]), T([[1.0, 0.0]])
+    penalty = alg.KL_PLACEMENTS["reward"].reward_penalty(old, ref, mask, alg.kl_k1, 0.1)
+    close(penalty, [[0.05, 0.0]])  # beta * KL on real tokens only
+    assert alg.KL_PLACEMENTS["reward"].loss_term(old, ref, alg.kl_k1) is None
+    assert alg.KL_PLACEMENTS["loss"].reward_penalty(old, ref, mask, alg.kl_k1, 0.1) is None
+    close(alg.KL_PLACEMENTS["loss"].loss_term(old, ref, alg.kl_k1), [[0.5, 0.0]])
+
+
+def test_truncation_handlings():
+    lengths, truncated = T([10, 20]), T([False, True])
+    kwargs = dict(max_new_tokens=20, buffer_tokens=4, penalty_factor=1.0)
+    close(alg.TRUNCATIONS["overlong_penalty"].reward_penalty(lengths, truncated, **kwargs), [0.0, -1.0])
+    assert alg.TRUNCATIONS["keep"].reward_penalty(lengths, truncated, **kwargs) is None
+    close(alg.TRUNCATIONS["mask"].loss_mask(torch.ones(2, 2), truncated), [[1, 1], [0, 0]])
+    close(alg.TRUNCATIONS["keep"].loss_mask(torch.ones(2, 2), truncated), [[1, 1], [1, 1]])
+
+
+def test_reinforce_pp_with_reward_kl_uses_per_token_returns_to_go():
+    """The paper's per-token KL penalty: a token's return holds only the KL from it onwards. The
+    old code folded the whole sequence's KL into one scalar, so every token had the same value."""
+    mask = torch.ones(2, 3)
+    penalty = T([[0.3, 0.0, 0.1], [0.0, 0.0, 0.0]])  # beta * KL_t
+    ctx = alg.AdvantageContext(T([1.0, 0.0]), mask, group_size=1, kl_penalty=penalty)
+    returns = [[1 - 0.4, 1 - 0.1, 1 - 0.1], [0.0, 0.0, 0.0]]  # r - sum_{i>=t} beta KL_i
+    flat = [x for row in returns for x in row]
+    mean = sum(flat) / 6
+    std = math.sqrt(sum((x - mean) ** 2 for x in flat) / 6)
+    expected = [[(x - mean) / std for x in row] for row in returns]
+    advantages = alg.ADVANTAGE_ESTIMATORS["reinforce_pp"](ctx).advantages
+    close(advantages, expected, tol=1e-4)
+    assert advantages[0, 0] < advantages[0, 1], "the first token carries all the KL, the later ones less"
+
+
+def test_group_estimators_see_the_summed_kl_penalty():
+    ctx = alg.AdvantageContext(T([1.0, 1.0]), torch.ones(2, 2), group_size=2, kl_penalty=T([[0.25, 0.25], [0.0, 0.0]]))
+    close(alg.ADVANTAGE_ESTIMATORS["dr_grpo"](ctx).advantages, [-0.25, 0.25])  # returns 0.5 and 1.0
+
+
+def test_kl_per_sequence_is_the_summed_kl_averaged_over_completions():
+    kl = T([[0.1, 0.1, 0.1, 0.1], [0.1, 9.0, 9.0, 9.0], [5.0, 5.0, 5.0, 5.0]])
+    mask = T([[1, 1, 1, 1], [1, 0, 0, 0], [0, 0, 0, 0]])  # the empty completion does not count
+    assert alg.kl_per_sequence(kl, mask) == pytest.approx((0.4 + 0.1) / 2)
+    assert alg.masked_mean(kl, mask).item() == pytest.approx(0.1)  # the per-token mean differs

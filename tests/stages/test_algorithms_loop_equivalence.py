@@ -115,12 +115,17 @@ def loop_policy_loss(logp, old_logp, adv, mask, eps_low, eps_high, dual_c):
 # --- agreement ---------------------------------------------------------------------------------
 
 
+def outcome_advantages(name: str, batch: dict) -> torch.Tensor:
+    context = alg.AdvantageContext(t(batch["rewards"]), t(batch["mask"]), batch["group_size"])
+    return alg.ADVANTAGE_ESTIMATORS[name](context).advantages
+
+
 @pytest.mark.parametrize("seed", SEEDS)
-@pytest.mark.parametrize("name", sorted(alg.ADVANTAGE_ESTIMATORS))
+@pytest.mark.parametrize("name", sorted(set(alg.ADVANTAGE_ESTIMATORS) - {"gae"}))
 def test_advantage_estimators_match_loops(name, seed):
     batch = random_batch(seed)
     expected = loop_advantages(name, batch["rewards"], batch["group_size"])
-    actual = alg.ADVANTAGE_ESTIMATORS[name](t(batch["rewards"]), batch["group_size"])
+    actual = outcome_advantages(name, batch)
     assert_close(actual, expected, tol=1e-5)
 
 
@@ -183,7 +188,7 @@ def test_one_on_policy_epoch_has_the_plain_policy_gradient(seed, aggregation, du
     """old_logp == logp.detach() makes every ratio 1, inside any clip range: the gradient must be
     exactly that of -A * log p aggregated the same way (REINFORCE with the group baseline)."""
     batch = random_batch(seed)
-    adv = alg.ADVANTAGE_ESTIMATORS["grpo"](t(batch["rewards"]), batch["group_size"])
+    adv = outcome_advantages("grpo", batch)
     mask = t(batch["mask"])
     aggregate = alg.LOSS_AGGREGATIONS[aggregation]
 
