@@ -11,7 +11,13 @@ Each is repeated ``--repetitions`` times. Our workers are restarted (not timed) 
 repetition, so their parse caches start empty each time and only help within one pass, where
 golds repeat. Prints a Markdown table: cases/s, ratio to math-verify, agreement with the labels.
 
-Usage: python benchmarks/bench_math_verifier.py [--repetitions 3] [--num-workers 2]
+Then the worst case: every peer case and every hostile completion of
+``data/fixtures/math_hostile/`` is judged alone (``judge``, one check at a time, worker round
+trip included) under the ``strict`` and ``lenient`` policies, in two passes with fresh workers
+(cold caches) each. Prints the worst and median time per check, the slowest checks, and whether
+both passes gave every check the same verdict and reason (the same path in every worker).
+
+Usage: python benchmarks/bench_math_verifier.py [--repetitions 3] [--num-workers 2] [--worst-case-only]
 """
 
 from __future__ import annotations
@@ -27,14 +33,19 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+sys.path.insert(0, str(ROOT / "tests" / "verifiers"))
+
+from hostile_math import load_hostile_cases  # noqa: E402
 from verifiers.math_answer import (  # noqa: E402 - after the path set-up above
     batch_check_answer_texts,
     check_answer_texts,
+    judge,
     reset_workers,
     warm_up_workers,
 )
 
 FIXTURE = ROOT / "data" / "fixtures" / "peer_cases" / "math_equivalence.jsonl"
+WORST_CASE_POLICIES = ("strict", "lenient")
 
 
 def load_cases() -> list[dict]:
@@ -77,11 +88,52 @@ def measure(run, cases: list[dict], repetitions: int, prepare=None) -> tuple[flo
     return len(cases) * repetitions / elapsed_s, agreement
 
 
+def worst_case_checks() -> list[tuple[str, str, str]]:
+    """(label, completion, gold) of every peer case and hostile completion."""
+    checks = [(f"peer row {index}", case["pred"], case["gold"]) for index, case in enumerate(load_cases())]
+    checks += [(f"hostile {case['name']}", case["completion"], case["gold"]) for case in load_hostile_cases()]
+    return checks
+
+
+def time_each(checks: list[tuple[str, str, str]], policy: str) -> list[tuple[float, str, tuple]]:
+    """(seconds, label, (equal, reason)) of each check judged alone, with fresh workers."""
+    reset_workers()
+    warm_up_workers(2)
+    timed = []
+    for label, completion, gold in checks:
+        started = time.perf_counter()
+        judgement = judge(completion, gold, policy)
+        timed.append((time.perf_counter() - started, label, (judgement.equal, judgement.reason)))
+    return timed
+
+
+def report_worst_case() -> None:
+    checks = worst_case_checks()
+    num_hostile = sum(label.startswith("hostile") for label, _, _ in checks)
+    print(f"\nworst case per check: {len(checks) - num_hostile} peer cases + {num_hostile} hostile completions, "
+          "each judged alone, two passes with fresh workers")
+    print("| policy | worst check | median check | slowest | same verdict and reason in both passes |")
+    print("|---|---:|---:|---|---|")
+    for policy in WORST_CASE_POLICIES:
+        first, second = time_each(checks, policy), time_each(checks, policy)
+        seconds = sorted(max(a[0], b[0]) for a, b in zip(first, second))
+        slowest = sorted(((max(a[0], b[0]), a[1]) for a, b in zip(first, second)), reverse=True)[:3]
+        changed = [a[1] for a, b in zip(first, second) if a[2] != b[2]]
+        print(f"| {policy} | {seconds[-1] * 1000:.0f} ms | {seconds[len(seconds) // 2] * 1000:.1f} ms | "
+              + ", ".join(f"{label} ({time_s * 1000:.0f} ms)" for time_s, label in slowest)
+              + f" | {'yes' if not changed else 'NO: ' + ', '.join(changed[:5])} |")
+    reset_workers()
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repetitions", type=int, default=3)
     parser.add_argument("--num-workers", type=int, default=2)
+    parser.add_argument("--worst-case-only", action="store_true", help="skip the throughput comparison")
     args = parser.parse_args(argv)
+    if args.worst_case_only:
+        report_worst_case()
+        return 0
     cases = load_cases()
 
     def fresh_workers(num_workers: int):
@@ -102,6 +154,7 @@ def main(argv: list[str] | None = None) -> int:
     print("|---|---:|---:|---:|")
     for name, rate, agreement in rows:
         print(f"| {name} | {rate:.0f} | {rate / baseline_rate:.2f}x | {100 * agreement:.1f}% |")
+    report_worst_case()
     return 0
 
 

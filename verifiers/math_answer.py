@@ -593,7 +593,7 @@ def undefined_golds(golds: list[str], *, num_workers: int | None = None, timeout
     parsed in the bounded workers. A gold that cannot be parsed in time is not called undefined.
 
     Example:
-        >>> undefined_golds(["4", r"rac{0}{0}", "Monday"])
+        >>> undefined_golds(["4", r"\frac{0}{0}", "Monday"])
         [None, 'undefined value (0/0, 1/0, oo - oo, ...)', None]
     """
     answers = [extract_gold(gold) if isinstance(gold, str) else None for gold in golds]

@@ -649,6 +649,8 @@ def _parse_expression(text: str):
     if plain is not None and not re.search(r"[<>=\[\]]", plain):
         try:
             return parse_plain(plain)
+        except CostRefused:
+            raise  # too big by size: the grammar would build the same power
         except (ValueError, SyntaxError, TypeError, RecursionError, ZeroDivisionError):
             pass
     value = _parse_latex(text)
@@ -758,6 +760,10 @@ def is_undefined(value) -> bool:
     return bool(evaluated.has(sympy.zoo, sympy.nan))
 
 
+class CostRefused(ValueError):
+    """An answer refused for its size before evaluation; final (no other parse route is tried)."""
+
+
 def check_power_cost(base, exponent) -> None:
     """Raise ValueError for a power too costly to build or compare: a number of more than
     ``MAX_POWER_DIGITS`` digits, or a symbolic base raised beyond ``MAX_SYMBOLIC_EXPONENT``.
@@ -770,7 +776,7 @@ def check_power_cost(base, exponent) -> None:
         >>> check_power_cost(sympy.Symbol("x") + 1, sympy.Integer(999))
         Traceback (most recent call last):
         ...
-        ValueError: symbolic power with exponent beyond 64
+        verifiers.math_parse.CostRefused: symbolic power with exponent beyond 64
     """
     import sympy
 
@@ -779,20 +785,20 @@ def check_power_cost(base, exponent) -> None:
     try:
         size = abs(complex(exponent.evalf(15)))
     except (TypeError, ValueError, OverflowError):
-        raise ValueError("exponent cannot be sized") from None
+        raise CostRefused("exponent cannot be sized") from None
     if not math.isfinite(size):
         return  # 2^oo is infinity, no digits are built
     if isinstance(base, sympy.Expr) and base.free_symbols:
         if size > MAX_SYMBOLIC_EXPONENT:
-            raise ValueError(f"symbolic power with exponent beyond {MAX_SYMBOLIC_EXPONENT}")
+            raise CostRefused(f"symbolic power with exponent beyond {MAX_SYMBOLIC_EXPONENT}")
         return
     if isinstance(base, sympy.Expr) and base.is_number and size > 1:
         try:
             magnitude = abs(complex(base.evalf(15)))
         except (TypeError, ValueError, OverflowError):
-            raise ValueError("power base cannot be sized") from None
+            raise CostRefused("power base cannot be sized") from None
         if magnitude > 0 and math.isfinite(magnitude) and size * abs(math.log10(magnitude)) > MAX_POWER_DIGITS:
-            raise ValueError(f"power with more than {MAX_POWER_DIGITS} digits")
+            raise CostRefused(f"power with more than {MAX_POWER_DIGITS} digits")
 
 
 def check_cost(value) -> None:
@@ -826,10 +832,10 @@ def parse_answer(text: str):
         >>> parse_answer("x = -5, y = 3")
         (Eq(x, -5), Eq(y, 3))
     """
-    value = _parse_cleaned(clean_answer(text))
     try:
+        value = _parse_cleaned(clean_answer(text))
         check_cost(value)
-    except ValueError as exc:
+    except CostRefused as exc:
         raise ValueError(f"refused: {exc}") from None
     return value
 

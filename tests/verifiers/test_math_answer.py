@@ -315,7 +315,9 @@ def test_batch_keeps_order_and_survives_a_pathological_item():
     verdicts = batch_is_equivalent(pairs, num_workers=2, timeout_s=0.5)
     assert [verdict.equal for verdict in verdicts] == [True, False, True, False, True]
     assert "timeout" in verdicts[1].reason
-    assert time.monotonic() - started < 0.5 * 2 + 2 * SLACK_S
+    # Includes starting two workers (python + sympy, seconds on a busy 2-core machine): this
+    # only guards against the batch waiting on the pathological item, not a speed claim.
+    assert time.monotonic() - started < 20.0
 
 
 def test_batch_of_nothing():
