@@ -72,3 +72,17 @@ def test_registry_and_verify_agree_on_every_hostile_completion(hostile, policy, 
     expected = [case[policy] for case in hostile]
     for case, got_registry, got_verify, want in zip(hostile, registry, verify, expected):
         assert got_registry == got_verify == want, (case["name"], case["why"], got_registry, got_verify)
+
+
+def test_every_hostile_check_takes_the_same_path_in_fresh_workers(hostile):
+    # Cost is bounded by size before evaluation, so a check never depends on which worker (and
+    # which warm cache) it lands in: fresh workers give the same verdict and reason, and no
+    # hostile check is decided by a timeout.
+    from verifiers.math_answer import judge, reset_workers
+
+    passes = []
+    for _ in range(2):
+        reset_workers()
+        passes.append([(j.equal, j.reason) for j in (judge(case["completion"], case["gold"]) for case in hostile)])
+    assert passes[0] == passes[1]
+    assert not [case["name"] for case, (_, reason) in zip(hostile, passes[0]) if "timeout" in reason]
