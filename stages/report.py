@@ -442,10 +442,16 @@ def curve_table(curves: dict[str, list[plots.EvalPoint]]) -> tuple[list[str], li
 
 
 def reflection_table(score_list: Sequence[dict]) -> tuple[list[str], list[list[str]]]:
-    """Per policy and bench: reflection rate and think/answer length by outcome."""
+    """Per policy or checkpoint (step_NNNNNN, in step order) and bench: reflection rate and
+    think/answer length (characters) by outcome."""
     header = ["policy", "bench", "outcome", "responses", "reflection rate", "think chars", "answer chars"]
     rows = []
-    for scores in sorted(score_list, key=lambda s: (policy_sort_key(s["policy"]), s["bench"])):
+    def training_order(scores: dict) -> tuple:  # base, sft, snapshots by step, then the final policies
+        is_step = scores.get("step") is not None
+        rank = 2 if is_step else policy_sort_key(scores["policy"])[0] + (0 if scores["policy"] in ("base", "sft") else 3)
+        return rank, scores.get("step") or 0, scores["policy"], scores["bench"]
+
+    for scores in sorted(score_list, key=training_order):
         for outcome, group in (scores.get("reflection") or {}).items():
             if isinstance(group, dict) and "num" in group:
                 rows.append([scores["policy"], scores["bench"], outcome, str(group["num"]),
@@ -553,7 +559,8 @@ def report_blocks(cfg: ReportConfig, title: str, data: ReportInputs) -> list[Blo
                Block("image", "eval_curves.png", alt="accuracy, length and reflection rate vs step"),
                Block("table", header=curve_table(data.curves())[0], rows=curve_table(data.curves())[1]),
                Block("heading2", "Reflection (\"aha\") by outcome"),
-               Block("table", header=reflection_table(data.scores)[0], rows=reflection_table(data.scores)[1]),
+               Block("table", header=reflection_table([*data.scores, *data.step_scores])[0],
+                     rows=reflection_table([*data.scores, *data.step_scores])[1]),
                Block("heading2", "Example completions (training rollouts, first and last archived step)"),
                *example_blocks(data.rollouts),
                Block("heading2", "Training (GRPO)"),

@@ -181,3 +181,30 @@ def _group_summary(rows: Sequence[dict]) -> dict:
     return {"num": count, "reflection_rate": sum(bool(r["reflects"]) for r in rows) / count,
             "think_chars": sum(r["think_chars"] for r in rows) / count,
             "answer_chars": sum(r["answer_chars"] for r in rows) / count}
+
+
+def reflection_metrics(texts: Sequence[str], correct: Sequence[bool], truncated: Sequence[bool],
+                       list_name: str = UNION) -> dict[str, float]:
+    """Per-step metrics of a batch of training completions, for the GRPO metrics log: the reflection
+    rate overall (``completions/reflection_rate``, the key the report plots) and by outcome, and the
+    mean think and answer lengths (characters). Outcomes with no completion are left out.
+
+    Example:
+        >>> reflection_metrics(["<think>wait</think><answer>1</answer>", "<think>x</think><answer>2</answer>"],
+        ...                    correct=[True, False], truncated=[False, False])
+        {'completions/reflection_rate': 0.5, 'reflection/rate_correct': 1.0, 'reflection/rate_incorrect': 0.0, 'reflection/think_chars': 2.5, 'reflection/answer_chars': 1.0}
+    """
+    if not len(texts) == len(correct) == len(truncated):
+        raise ValueError(f"reflection_metrics: {len(texts)} texts, {len(correct)} verdicts, {len(truncated)} truncation flags")
+    rows = [dict(analyse_response(text, list_name), correct=bool(c), truncated=bool(t))
+            for text, c, t in zip(texts, correct, truncated)]
+    summary = aggregate(rows)
+    if not rows:
+        return {}
+    metrics = {"completions/reflection_rate": summary["all"]["reflection_rate"]}
+    for outcome in ("correct", "incorrect", "truncated"):
+        if summary[outcome]["num"]:
+            metrics[f"reflection/rate_{outcome}"] = summary[outcome]["reflection_rate"]
+    metrics["reflection/think_chars"] = summary["all"]["think_chars"]
+    metrics["reflection/answer_chars"] = summary["all"]["answer_chars"]
+    return metrics

@@ -223,3 +223,56 @@ def test_run_with_scores_but_no_metrics_is_compared(tmp_path):
     assert data.metrics_by_run == {"r1": None}
     header, rows = compare.training_table(data.metrics_by_run)
     assert rows == [["r1"] + ["n/a"] * (len(header) - 1)]
+
+
+# ----------------------------------------------------------------------------- significance, curves
+
+def _with_prompts(policy: str, run: str, bench: str, per_prompt: dict, step: int | None = None) -> dict:
+    accuracy = sum(per_prompt.values()) / len(per_prompt)
+    return {"run": run, "policy": policy, "bench": bench, "step": step, "pass@1": accuracy, "avg@n": accuracy,
+            "avg@n_interval": [max(0.0, accuracy - 0.1), min(1.0, accuracy + 0.1)], "per_prompt": per_prompt,
+            "mean_length": 40.0}
+
+
+@pytest.fixture()
+def significance_dir(tmp_path):
+    prompts = [f"p{i}" for i in range(60)]
+    base = {p: 0.2 for p in prompts}
+    strong = {p: 0.2 + 0.5 * (i % 2) for i, p in enumerate(prompts)}  # +0.25 on average, on half the prompts
+    noisy = {p: 0.2 + (0.1 if i % 2 else -0.1) for i, p in enumerate(prompts)}  # +0.0 on average
+    files = {"models/tiny/eval/cd/scores.json": _with_prompts("base", "base", "cd", base),
+             "strong/eval/grpo/cd/scores.json": _with_prompts("grpo", "strong", "cd", strong),
+             "noisy/eval/grpo/cd/scores.json": _with_prompts("grpo", "noisy", "cd", noisy),
+             "strong/eval/step_000002/cd/scores.json": _with_prompts("step_000002", "strong", "cd", base, step=2)}
+    for relative, payload in files.items():
+        (tmp_path / relative).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / relative).write_text(json.dumps(payload))
+    for run in ("strong", "noisy"):
+        (tmp_path / run / "grpo").mkdir(parents=True, exist_ok=True)
+        (tmp_path / run / "grpo" / "metrics.jsonl").write_text("".join(json.dumps({"step": s}) + "\n" for s in range(4)))
+    return compare_runs(str(tmp_path), ["strong", "noisy"], str(tmp_path / "compare" / "out"))
+
+
+def test_significance_table_marks_only_real_differences(significance_dir):
+    tables = parse_tables((significance_dir / "compare.md").read_text())
+    table = next(t for t in tables if t and "verdict" in t[0])
+    verdicts = {(row["A"], row["B"]): (row["A - B [95% CI]"].split(" ")[0], row["verdict"]) for row in table}
+    assert verdicts == {("strong/grpo", "base"): ("+0.250", "significant"),
+                        ("noisy/grpo", "base"): ("+0.000", "not significant"),
+                        ("strong/grpo", "noisy/grpo"): ("+0.250", "significant")}
+    assert all(row["prompts"] == "60" for row in table)
+    assert (significance_dir / "significance.csv").read_text().startswith("bench,A,B,A avg@n,B avg@n,A - B [95% CI],p,")
+
+
+def test_snapshot_scores_are_curves_not_rows(significance_dir):
+    table = parse_tables((significance_dir / "compare.md").read_text())[0]
+    assert [row["run/policy"] for row in table] == ["base", "strong/grpo", "noisy/grpo"]
+    assert table[1]["cd avg@n [95% CI]"] == "0.450 [0.350, 0.550]"
+    meta = json.loads((significance_dir / "meta.json").read_text())
+    assert [Path(p).parts[-3] for p in meta["inputs"]["step_scores"]] == ["step_000002"]
+    assert (significance_dir / "eval_curves.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_scores_without_per_prompt_results_are_not_judged():
+    result = compare.significance([{"avg@n": 0.5}], [{"avg@n": 0.4, "per_prompt": {"a": 0.4}}])
+    assert result is None

@@ -84,3 +84,16 @@ def test_aggregate_by_outcome():
 
 def test_module_docstring_examples():
     assert doctest.testmod(reflection).failed == 0
+
+
+def test_reflection_metrics_for_the_training_log():
+    from stages.core.reflection import reflection_metrics
+
+    metrics = reflection_metrics(["<think>Wait</think><answer>1</answer>", "<think>no", "<think>recheck</think><answer>22</answer>"],
+                                 correct=[True, False, False], truncated=[False, True, False], list_name="union")
+    assert metrics == {"completions/reflection_rate": 2 / 3, "reflection/rate_correct": 1.0, "reflection/rate_incorrect": 1.0,
+                       "reflection/rate_truncated": 0.0, "reflection/think_chars": (4 + 2 + 7) / 3,
+                       "reflection/answer_chars": 1.0}
+    assert reflection_metrics([], [], []) == {}
+    with pytest.raises(ValueError, match="2 texts, 1 verdicts"):
+        reflection_metrics(["a", "b"], [True], [False, False])

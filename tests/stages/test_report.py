@@ -297,3 +297,78 @@ def test_plots_never_touch_pyplot(tmp_path):
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "False"
     assert png_size(tmp_path / "x.png") == (800, 450)
+
+
+# ----------------------------------------------------------------------------- curves, reflection, examples
+
+def _scores(policy: str, bench: str, accuracy: float, step: int | None = None, reflection_rate: float = 0.0,
+            length: float = 50.0) -> dict:
+    return {"policy": policy, "bench": bench, "step": step, "pass@1": accuracy, "avg@n": accuracy,
+            "avg@n_interval": [accuracy - 0.1, accuracy + 0.1], "mean_length": length,
+            "per_prompt": {"p0": accuracy, "p1": accuracy},
+            "reflection": {"markers": "union",
+                           "all": {"num": 8, "reflection_rate": reflection_rate, "think_chars": 40.0, "answer_chars": 3.0},
+                           "correct": {"num": 4, "reflection_rate": reflection_rate, "think_chars": 30.0, "answer_chars": 2.0},
+                           "incorrect": {"num": 4, "reflection_rate": 0.0, "think_chars": 50.0, "answer_chars": 4.0},
+                           "truncated": {"num": 0, "reflection_rate": None, "think_chars": None, "answer_chars": None}}}
+
+
+def _write_json(path: Path, payload: dict) -> str:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(payload))
+    return str(path)
+
+
+@pytest.fixture()
+def curve_report(tmp_path):
+    metrics = tmp_path / "metrics.jsonl"
+    metrics.write_text("".join(json.dumps({"step": s, "reward/total": 0.1 * s, "completions/reflection_rate": 0.01 * s})
+                               + "\n" for s in range(6)))
+    scores = [_write_json(tmp_path / f"final_{p}.json", _scores(p, "countdown", a, reflection_rate=r))
+              for p, a, r in (("base", 0.2, 0.0), ("grpo", 0.6, 0.3))]
+    steps = [_write_json(tmp_path / f"step_{s}.json", _scores(f"step_{s:06d}", "countdown", a, step=s, reflection_rate=r))
+             for s, a, r in ((2, 0.3, 0.1), (4, 0.5, 0.2))]
+    rollouts = tmp_path / "rollouts"
+    rollouts.mkdir()
+    for step, text in ((0, "guess 5</think><answer>5</answer>"), (4, "Wait, recheck: 3+4=7</think><answer>7</answer>")):
+        (rollouts / f"step_{step:06d}.jsonl").write_text(json.dumps({"id": "q", "completion": text, "reward": 1.0}) + "\n")
+    out = tmp_path / "r1" / "report"
+    report.main({"formats": ["md", "html"]}, {"metrics": str(metrics), "scores": scores, "step_scores": steps,
+                                              "rollouts": str(rollouts)}, {"report": str(out)})
+    return out
+
+
+def test_curves_run_from_the_start_policy_through_snapshots_to_the_final_policy(curve_report):
+    markdown = (curve_report / "report.md").read_text()
+    curve_rows = next(t for t in parse_tables(markdown) if t and "step" in t[0] and "reflection rate" in t[0])
+    assert [(row["step"], row["avg@n [95% CI]"], row["reflection rate"]) for row in curve_rows] == [
+        ("0", "0.200 [0.100, 0.300]", "0.000"), ("2", "0.300 [0.200, 0.400]", "0.100"),
+        ("4", "0.500 [0.400, 0.600]", "0.200"), ("6", "0.600 [0.500, 0.700]", "0.300")], \
+        "base at step 0, snapshots at their steps, final grpo after the last logged step (5) + 1"
+    assert (curve_report / "curves.csv").read_text().splitlines()[0] == "bench,step,avg@n [95% CI],mean length,reflection rate"
+    assert png_size(curve_report / "eval_curves.png") == (800, 800)
+
+
+def test_reflection_by_outcome_per_checkpoint_in_step_order(curve_report):
+    markdown = (curve_report / "report.md").read_text()
+    table = next(t for t in parse_tables(markdown) if t and "outcome" in t[0])
+    assert [row["policy"] for row in table if row["outcome"] == "all"] == ["base", "step_000002", "step_000004", "grpo"]
+    correct = {row["policy"]: row for row in table if row["outcome"] == "correct"}
+    assert correct["grpo"]["reflection rate"] == "0.300" and correct["grpo"]["think chars"] == "30.0"
+
+
+def test_example_completions_from_the_first_and_last_archived_step(curve_report):
+    markdown = (curve_report / "report.md").read_text()
+    assert "Step 0:" in markdown and "Step 4:" in markdown
+    assert "reflection markers: recheck, wait\nWait, recheck: 3+4=7" in markdown
+    assert "reflection markers: none\nguess 5" in markdown
+    assert "<pre>reward 1.0, reflection markers: recheck, wait" in (curve_report / "report.html").read_text()
+
+
+def test_step_scores_need_a_step(tmp_path):
+    metrics = tmp_path / "metrics.jsonl"
+    metrics.write_text('{"step": 0}\n')
+    bad = _write_json(tmp_path / "bad.json", {"policy": "step_000002", "bench": "b", "pass@1": 0.5})
+    with pytest.raises(ValueError, match=r"bad\.json: missing field 'step'"):
+        report.main({}, {"metrics": str(metrics), "step_scores": [bad]}, {"report": str(tmp_path / "r" / "report")})
+    assert not (tmp_path / "r" / "report").exists()
