@@ -1,10 +1,11 @@
 """Math answer verification: extract the final answer, compare it with the gold, bounded.
 
 Pipeline (Math-Verify's shape, our own code): ``judge`` is the one verdict path that the
-rewards, the evaluation and ``r1zero verify`` share: under a named ``MathPolicy``
+rewards, the evaluation and ``r1zero verify`` share. Under a named ``MathPolicy``
 (``verifiers.math_policy``) it rejects degenerate completions by cap, then ``extract_answer``
-finds the answer in a completion; ``check_equivalence`` first tries a cheap in-process path that cannot hang (string
-and plain-number normalisation, choice letters), and otherwise sends the pair to a pool of
+finds the answer in a completion; ``check_equivalence`` first tries a cheap in-process path
+that cannot hang (string and plain-number normalisation, choice letters), and otherwise sends
+the pair to a pool of
 worker processes (``verifiers.bounded``) that parse with a grammar and compare with sympy under
 a hard time and memory limit. Every failure (timeout, memory, parse error) is "not equal" with a
 reason; nothing here raises to the caller.
