@@ -82,20 +82,20 @@ rule generate_step:
         data=lambda wildcards: W.bench_data_path(wildcards.bench),
     output:
         samples=P.run_eval("{run}", "step_{step}", "{bench}", "samples.jsonl"),
-    wildcard_constraints:
-        step=r"\d{6}",
-    params:
-        # The step's HF directory inside the snapshots directory output of the grpo rule.
-        model=lambda wildcards, input: f"{input.snapshots}/step_{wildcards.step}",
     log:
         P.log("generate", "{run}-step_{step}-{bench}"),
     benchmark:
         P.benchmark("generate", "{run}-step_{step}-{bench}")
+    wildcard_constraints:
+        step=r"\d{6}",
     conda:
         CONDA_ENV
     threads: 1
     resources:
         **W.resources("evaluate"),
+    params:
+        # The step's HF directory inside the snapshots directory output of the grpo rule.
+        model=lambda wildcards, input: f"{input.snapshots}/step_{wildcards.step}",
     shell:
         "python -m stages.evaluate --config {input.snapshot} --input model={params.model} --input data={input.data} "
         "--output samples={output.samples} --threads {threads} 2> {log}"
@@ -130,12 +130,12 @@ rule score:
         data=lambda wildcards: W.bench_data_path(wildcards.bench),
     output:
         scores=P.run_eval("{run}", "{policy}", "{bench}", "scores.json"),
-    wildcard_constraints:
-        policy=r"sft|grpo|step_\d{6}",
     log:
         P.log("score", "{run}-{policy}-{bench}"),
     benchmark:
         P.benchmark("score", "{run}-{policy}-{bench}")
+    wildcard_constraints:
+        policy=r"sft|grpo|step_\d{6}",
     conda:
         CONDA_ENV
     resources:

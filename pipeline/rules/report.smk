@@ -2,6 +2,7 @@
 # table of each run's report and of the comparison, with the captions in pipeline/report/.
 report: "../report/workflow.rst"
 
+
 REPORT_ITEMS = ["{name}.png", "{name}.csv"]  # inside each report directory: plots, and tables as CSV
 
 
@@ -14,8 +15,13 @@ rule report:
         step_scores=lambda wildcards: W.step_scores_of_run(wildcards.run),
         sft=lambda wildcards: [P.sft_model(wildcards.run)] if W.cfg.runs[wildcards.run].sft else [],
     output:
-        report=report(directory(P.report("{run}")), patterns=REPORT_ITEMS, caption="../report/run_report.rst",
-                      category="Runs", subcategory="{run}"),
+        report=report(
+            directory(P.report("{run}")),
+            patterns=REPORT_ITEMS,
+            caption="../report/run_report.rst",
+            category="Runs",
+            subcategory="{run}",
+        ),
     log:
         P.log("report", "{run}"),
     benchmark:
@@ -43,8 +49,12 @@ rule compare:
         scores=sorted({path for run in W.compare_runs() for path in W.scores_of_run(run)}),
         step_scores=[path for run in W.compare_runs() for path in W.step_scores_of_run(run)],
     output:
-        report=report(directory(P.compare(W.cfg.compare.name)), patterns=REPORT_ITEMS,
-                      caption="../report/compare.rst", category="Comparison"),
+        report=report(
+            directory(P.compare(W.cfg.compare.name)),
+            patterns=REPORT_ITEMS,
+            caption="../report/compare.rst",
+            category="Comparison",
+        ),
     log:
         P.log("compare", W.cfg.compare.name),
     benchmark:
