@@ -134,10 +134,21 @@ class SFTConfig(Strict):
     num_examples: int = Field(400, ge=1)
     hint_prob: float = Field(0.8, ge=0, le=1)
     epochs: int = Field(2, ge=1)
-    batch_size: int = Field(32, ge=1)
+    batch_size: int = Field(32, ge=1)  # sequences per optimiser step
+    # Sequences per forward/backward; gradients accumulate over batch_size / micro_batch_size passes
+    # with the loss scaled so the step equals the unbatched one. None: the whole batch at once.
+    micro_batch_size: int | None = Field(None, ge=1)
+    gradient_checkpointing: bool = False  # recompute decoder layers in backward: less memory, ~30% more compute
     lr: float = Field(1e-3, gt=0)
     warmup_steps: int = Field(10, ge=0)
     seed: int = 0
+
+    @model_validator(mode="after")
+    def _check_micro_batch(self):
+        if self.micro_batch_size is not None and self.micro_batch_size > self.batch_size:
+            raise ValueError(f"micro_batch_size: {self.micro_batch_size} is larger than batch_size {self.batch_size}; "
+                             "use at most batch_size (or leave it unset)")
+        return self
 
 
 class RolloutConfig(Strict):

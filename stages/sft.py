@@ -18,8 +18,9 @@ import torch
 from pipeline.artifacts import atomic_directory, provenance, read_jsonl, write_json_atomic, write_jsonl_atomic
 from pipeline.stage_cli import run_stage
 from stages.core.generators import COUNTDOWN_OPS, CountdownProblem, find_chain
-from stages.core.lm_training import cosine_lr, length_bucketed_batches, masked_lm_loss, pad_batch
-from stages.core.modeling import load_causal_lm, load_tokenizer, pick_device, set_cpu_threads
+from stages.core.lm_training import cosine_lr, length_bucketed_batches, masked_lm_loss, num_loss_tokens, pad_batch
+from stages.core.modeling import load_causal_lm, load_tokenizer, pick_device, set_cpu_threads, torch_dtype
+from stages.core.precision import MixedPrecision
 from stages.core.prompting import render_prompt
 from stages.core.tiny_corpus import countdown_completion
 
@@ -66,10 +67,31 @@ def encode_pairs(tokenizer, pairs: list[tuple[dict, str]]) -> tuple[list[list[in
     return sequences, masks
 
 
+def accumulate_gradients(model, sequences: list[list[int]], masks: list[list[int]], pad_id: int, *,
+                         micro_batch_size: int, precision: MixedPrecision, device) -> float:
+    """Backward over one optimiser batch in micro-batches of ``micro_batch_size`` sequences.
+
+    Each micro-batch's summed token loss is divided by the whole batch's number of loss tokens,
+    so the accumulated gradient equals the unbatched mean-loss gradient exactly. Returns the
+    batch's mean token loss.
+    """
+    normaliser = max(num_loss_tokens(masks), 1)
+    total = 0.0
+    for start in range(0, len(sequences), micro_batch_size):
+        batch = pad_batch(sequences[start:start + micro_batch_size], masks[start:start + micro_batch_size], pad_id)
+        with precision.autocast():
+            loss = masked_lm_loss(model, {k: v.to(device) for k, v in batch.items()}, loss_normaliser=normaliser)
+        precision.backward(loss)
+        total += loss.item()
+    return total
+
+
 def train(model, tokenizer, sequences, masks, config: dict, device) -> list[dict]:
     from tqdm import tqdm
 
     optimizer = torch.optim.AdamW(model.parameters(), lr=config["lr"], weight_decay=0.0)
+    precision = MixedPrecision(config.get("dtype", "float32"), device)
+    micro_batch_size = config.get("micro_batch_size") or config["batch_size"]
     rng = random.Random(config["seed"])
     lengths = [len(s) for s in sequences]
     epochs = [length_bucketed_batches(len(sequences), lengths, config["batch_size"], rng) for _ in range(config["epochs"])]
@@ -77,15 +99,16 @@ def train(model, tokenizer, sequences, masks, config: dict, device) -> list[dict
     history = []
     model.train()
     for step, indices in enumerate(tqdm(batches, desc="sft", mininterval=5)):
-        batch = pad_batch([sequences[i] for i in indices], [masks[i] for i in indices], tokenizer.pad_token_id)
         for group in optimizer.param_groups:
             group["lr"] = cosine_lr(step, len(batches), config["lr"], config["warmup_steps"])
-        loss = masked_lm_loss(model, {k: v.to(device) for k, v in batch.items()})
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        optimizer.step()
-        history.append({"step": step, "loss": round(loss.item(), 5)})
+        loss = accumulate_gradients(model, [sequences[i] for i in indices], [masks[i] for i in indices],
+                                    tokenizer.pad_token_id, micro_batch_size=micro_batch_size, precision=precision,
+                                    device=device)
+        grad_norm = precision.step(optimizer, model.parameters(), max_grad_norm=1.0)
+        history.append({"step": step, "loss": round(loss, 5), "grad_norm": round(grad_norm, 5)})
+    if precision.num_skipped_steps:
+        log.warning("sft: %d of %d float16 steps skipped (inf/nan gradients)", precision.num_skipped_steps, len(batches))
     return history
 
 
@@ -95,7 +118,9 @@ def main(config: dict, inputs: dict, outputs: dict) -> None:
     torch.manual_seed(config["seed"])
     device = pick_device(config["device"])
     tokenizer = load_tokenizer(inputs["model"])
-    model = load_causal_lm(inputs["model"], device=device)
+    # Trained in float32 master weights (MixedPrecision autocasts the forward); saved in the run's dtype.
+    model = load_causal_lm(inputs["model"], device=device, dtype="float32",
+                           gradient_checkpointing=config.get("gradient_checkpointing", False))
     rows = read_jsonl(inputs["data"])
     pairs = tiny_trace_pairs(rows, config) if config["source"] == "tiny_traces" else file_pairs(rows, inputs["data"], config["num_examples"])
     if not pairs:
@@ -103,6 +128,7 @@ def main(config: dict, inputs: dict, outputs: dict) -> None:
     sequences, masks = encode_pairs(tokenizer, pairs)
     log.info("sft: %d examples, %d epochs", len(pairs), config["epochs"])
     history = train(model, tokenizer, sequences, masks, config, device)
+    model.to(torch_dtype(config.get("dtype", "float32")))  # config.json then records the dtype (dtype: auto reads it)
     with atomic_directory(outputs["model"]) as out_dir:
         model.save_pretrained(out_dir)
         tokenizer.save_pretrained(out_dir)

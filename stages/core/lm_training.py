@@ -11,7 +11,8 @@ import math
 import random
 
 import torch
-import torch.nn.functional as F
+
+from stages.core.modeling import chunked_head_logprobs
 
 
 def pad_batch(sequences: list[list[int]], loss_masks: list[list[int]], pad_id: int) -> dict[str, torch.Tensor]:
@@ -27,13 +28,41 @@ def pad_batch(sequences: list[list[int]], loss_masks: list[list[int]], pad_id: i
     return {"input_ids": input_ids, "attention_mask": attention, "loss_mask": loss_mask}
 
 
-def masked_lm_loss(model, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-    """Mean cross-entropy over positions whose *target* token has loss_mask 1."""
-    logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits[:, :-1]  # (B, L-1, V)
-    targets = batch["input_ids"][:, 1:]  # (B, L-1)
-    mask = batch["loss_mask"][:, 1:]  # (B, L-1)
-    losses = F.cross_entropy(logits.reshape(-1, logits.size(-1)).float(), targets.reshape(-1), reduction="none")
-    return (losses * mask.reshape(-1)).sum() / mask.sum().clamp(min=1.0)
+def num_loss_tokens(loss_masks: list[list[int]]) -> int:
+    """Target positions that count in the loss: mask 1 on a token that has a token before it.
+
+    >>> num_loss_tokens([[0, 1, 1], [1, 1]])
+    3
+    """
+    return sum(sum(mask[1:]) for mask in loss_masks)
+
+
+def masked_lm_loss(model, batch: dict[str, torch.Tensor], *, loss_normaliser: float | None = None,
+                   chunk_tokens: int = 4096) -> torch.Tensor:
+    """Cross-entropy summed over positions whose *target* token has loss_mask 1, divided by
+    ``loss_normaliser`` (default: their number in this batch, i.e. the mean).
+
+    Pass the whole optimiser batch's ``num_loss_tokens`` as ``loss_normaliser`` when the batch is
+    split into micro-batches: the summed micro-batch gradients then equal the whole batch's.
+    Only the hidden states of loss positions reach the LM head, in float32 chunks of
+    ``chunk_tokens`` (``chunked_head_logprobs``), so no (B, L, V) logits are made.
+
+    Example:
+        >>> from transformers import Qwen2ForCausalLM
+        >>> from stages.core.modeling import tiny_qwen2_config
+        >>> model = Qwen2ForCausalLM(tiny_qwen2_config(vocab_size=30, hidden_size=16, num_layers=1, num_heads=2))
+        >>> loss = masked_lm_loss(model, pad_batch([[1, 2, 3], [4, 5]], [[0, 1, 1], [0, 1]], pad_id=0))
+        >>> loss.shape, loss.dtype
+        (torch.Size([]), torch.float32)
+    """
+    hidden = model.base_model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+                              use_cache=False).last_hidden_state[:, :-1]  # (B, L-1, H)
+    selected = batch["loss_mask"][:, 1:] > 0  # (B, L-1): the target token counts
+    targets = batch["input_ids"][:, 1:][selected]  # (n,)
+    logp, _ = chunked_head_logprobs(model.get_output_embeddings(), hidden[selected].unsqueeze(0), targets.unsqueeze(0),
+                                    chunk_tokens=chunk_tokens)  # (1, n)
+    normaliser = loss_normaliser if loss_normaliser is not None else max(int(selected.sum()), 1)
+    return -logp.sum() / normaliser
 
 
 def cosine_lr(step: int, total_steps: int, peak_lr: float, warmup_steps: int) -> float:
