@@ -24,10 +24,12 @@ Example:
 """
 from __future__ import annotations
 
+import contextlib
+
 import torch
 import torch.nn.functional as F
 
-from stages.core.modeling import left_pad_position_ids
+from stages.core.modeling import left_pad_position_ids, torch_dtype
 from stages.core.rollout import Completion, SamplingSettings
 
 # Drop finished rows from the batch (and the KV cache) once this fraction of it has finished:
@@ -39,11 +41,16 @@ REPLACEMENT_CHAR = "\ufffd"  # what a token holding part of a multi-byte UTF-8 c
 class HFBackend:
     name = "hf"
 
-    def __init__(self, model, tokenizer, *, device: torch.device | None = None, batch_size: int | None = None):
+    def __init__(self, model, tokenizer, *, device: torch.device | None = None, batch_size: int | None = None,
+                 compute_dtype: str = "float32"):
         self.model = model
         self.tokenizer = tokenizer
         self.device = device or next(model.parameters()).device
         self.batch_size = batch_size  # completions per sampling loop; None = all at once
+        # The trainer's float32 master weights run its forward under autocast(compute_dtype); sampling
+        # does the same so rollout and trainer log-probs come from the same arithmetic.
+        self.compute_dtype = compute_dtype
+        torch_dtype(compute_dtype)  # a clear error for an unknown name
         self.num_syncs = 0
         self._stop_tables: dict[tuple[str, ...], StopStringDetector] = {}
 
@@ -63,7 +70,7 @@ class HFBackend:
         was_training = self.model.training
         self.model.eval()
         try:
-            with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []):
+            with self._autocast(), torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []):
                 if settings.seed is not None:
                     torch.manual_seed(settings.seed)
                 for start in range(0, len(flat), chunk):
@@ -72,6 +79,11 @@ class HFBackend:
             self.model.train(was_training)
         group = settings.num_samples
         return [completions[i:i + group] for i in range(0, len(completions), group)]
+
+    def _autocast(self):
+        if self.compute_dtype == "float32":
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=torch_dtype(self.compute_dtype))
 
     def stop_detector(self, stop_strings: tuple[str, ...]) -> StopStringDetector:
         if stop_strings not in self._stop_tables:

@@ -220,3 +220,23 @@ def test_dropping_finished_rows_does_not_change_any_row(policy, tokenizer, monke
         assert dropped.token_ids == kept.token_ids and dropped.finish_reason == kept.finish_reason
         torch.testing.assert_close(torch.tensor(dropped.logprobs), torch.tensor(kept.logprobs), atol=1e-5, rtol=0)
 
+
+
+def test_compute_dtype_samples_under_autocast_like_the_trainer(policy, tokenizer):
+    seen = []
+    handle = policy.register_forward_pre_hook(lambda module, args: seen.append(torch.is_autocast_enabled("cpu")))
+    try:
+        backend = HFBackend(policy, tokenizer, compute_dtype="bfloat16")
+        prompt = encode(tokenizer, PROMPTS[0])
+        completion = backend.generate([prompt], SamplingSettings(num_samples=1, max_new_tokens=8, seed=2))[0][0]
+    finally:
+        handle.remove()
+    assert seen and all(seen)
+    assert next(policy.parameters()).dtype == torch.float32  # master weights untouched
+    ids = torch.tensor([prompt + completion.token_ids])
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        expected, _ = completion_logprobs(policy, ids, torch.ones_like(ids), len(completion.token_ids))
+    # bf16 arithmetic: the incremental and the full forward round differently, so a loose bound.
+    torch.testing.assert_close(torch.tensor(completion.logprobs), expected[0], atol=0.05, rtol=0)
+    with pytest.raises(ValueError, match="dtype"):
+        HFBackend(policy, tokenizer, compute_dtype="int8")
