@@ -536,6 +536,19 @@ def _generation(shape: ModelShape, s: TrainingSettings, device: DeviceSpec) -> t
     return "kv cache", kv + logits, f"{gen.num_seqs} seqs x {gen.seq_tokens} tokens"
 
 
+def _vllm_weights_note(shape: ModelShape, dtype: str, generation: Generation | None, device: DeviceSpec) -> list[str]:
+    """vLLM loads the whole model into its share on each GPU unless it runs tensor-parallel."""
+    if generation is None or generation.backend != "vllm" or device.kind != "cuda":
+        return []
+    weights = DTYPE_BYTES[dtype] * shape.num_params
+    share = generation.gpu_memory_utilization * device.memory_bytes
+    if weights < 0.9 * share:
+        return []
+    degree = math.ceil(weights / (0.8 * share))
+    return [f"vLLM's share ({format_bytes(int(share))}) cannot hold the weights ({format_bytes(weights)}) and a KV "
+            f"cache: the engine needs tensor parallelism of about {degree} or a larger gpu_memory_utilization"]
+
+
 def plan_training(shape: ModelShape, settings: TrainingSettings, device: DeviceSpec, stage: str = "train",
                   suggest: bool = True) -> Plan:
     """The per-device plan of a training stage (policy, optional reference, critic, generation).
@@ -556,10 +569,13 @@ def plan_training(shape: ModelShape, settings: TrainingSettings, device: DeviceS
         comps["reference"] = 0 if dist.offload_param else low * shape.num_params // ref_shard
         details["reference"] = f"frozen, {s.dtype} / {ref_shard}"
     if s.critic == "separate":
+        # The base architecture with a value head instead of the LM head (stages/core/critic.py).
         critic_params = shape.num_params - (0 if shape.tie_word_embeddings else shape.vocab_size * shape.hidden_size)
-        critic_shape = dataclasses.replace(shape, num_params=critic_params)
-        comps["critic"] = sum(v for v, _ in _weights_layout(critic_shape, s).values())
-        details["critic"] = "separate value model: weights+grads+optimizer"
+        critic = _weights_layout(dataclasses.replace(shape, num_params=critic_params), s)
+        comps["critic"] = sum(v for name, (v, _) in critic.items() if name != "gradients")
+        details["critic"] = "separate value model: weights, optimizer (and autocast copies)"
+        comps["critic gradients"] = critic["gradients"][0]
+        details["critic gradients"] = critic["gradients"][1]
     chosen = _activations(shape, s, s.gradient_checkpointing)
     other = _activations(shape, s, not s.gradient_checkpointing)
     comps["activations"] = chosen
@@ -574,8 +590,8 @@ def plan_training(shape: ModelShape, settings: TrainingSettings, device: DeviceS
     # Gradients exist from the first backward to optimizer.zero_grad() (set_to_none frees them),
     # so generation, which runs between steps, does not hold them.
     resident = tuple(n for n in ("weights", "optimizer", "reference", "critic", "runtime") if n in comps)
-    update = resident + tuple(n for n in ("gradients", "autocast copies", "activations", "logprob chunk", "zero buffers")
-                              if n in comps)
+    update = resident + tuple(n for n in ("gradients", "critic gradients", "autocast copies", "activations", "logprob chunk",
+                                          "zero buffers") if n in comps)
     phases = {"update": update}
     if s.generation is not None:
         name, value, how = _generation(shape, s, device)
@@ -586,6 +602,7 @@ def plan_training(shape: ModelShape, settings: TrainingSettings, device: DeviceS
             phases["update"] = update + (name,)  # the engine keeps its share while the trainer works
     plan = Plan(stage, shape.name, device, comps, phases, details, settings=s)
     plan.notes.append(f"{dist.describe()}; {s.dtype}; micro-batch {s.micro_batch_tokens} tokens")
+    plan.notes += _vllm_weights_note(shape, s.dtype, s.generation, device)
     if suggest and not plan.fits:
         plan.suggestions = suggest_fixes(shape, s, device, stage)
     return plan
@@ -605,6 +622,7 @@ def plan_inference(shape: ModelShape, dtype: str, generation: Generation, device
              "runtime": CUDA_RUNTIME_BYTES if device.kind == "cuda" else CPU_RUNTIME_BYTES}
     details = {"weights": f"frozen, {dtype}" if generation.backend == "hf" else "inside the vLLM share", name: how}
     plan = Plan(stage, shape.name, device, comps, {"generate": tuple(comps)}, details)
+    plan.notes += _vllm_weights_note(shape, dtype, generation, device)
     if not plan.fits:
         plan.suggestions = _suggest_inference(shape, dtype, generation, device, stage)
     return plan
