@@ -323,3 +323,30 @@ def summarise_samples(samples: Sequence[dict], ks: Sequence[int], *, equivalent:
         "mean_reward": float(np.mean([float(row["reward"]) for row in samples])),
         "rewards": {name: float(np.mean(values)) for name, values in reward_parts.items()},
     }
+
+
+def pool_scores(score_list: Sequence[dict], *, num_resamples: int = 1000, level: float = 0.95, seed: int = 0) -> dict:
+    """One policy's scores over several runs (seeds) of the same bench, as one scores dict: avg@n
+    and its bootstrap interval over prompts from the per-prompt means across seeds
+    (``pool_per_prompt``), the other numbers (lengths, rates) averaged over the runs.
+
+    Example:
+        >>> seeds = [{"per_prompt": {"a": 1.0, "b": 0.0}, "mean_length": 10.0}, {"per_prompt": {"a": 0.5, "b": 0.5}, "mean_length": 20.0}]
+        >>> pooled = pool_scores(seeds)
+        >>> pooled["avg@n"], pooled["mean_length"], pooled["num_seeds"], pooled["per_prompt"]
+        (0.5, 15.0, 2, {'a': 0.75, 'b': 0.25})
+    """
+    if not score_list:
+        raise ValueError("pool_scores: no scores given")
+    missing = [index for index, scores in enumerate(score_list) if not scores.get("per_prompt")]
+    if missing:
+        raise ValueError(f"pool_scores: scores {missing} have no per_prompt results (rescore them)")
+    per_prompt = pool_per_prompt([scores["per_prompt"] for scores in score_list])
+    values = list(per_prompt.values())
+    pooled = {key: float(np.mean([s[key] for s in score_list])) for key in ("mean_length", "format_rate", "truncation_rate")
+              if all(isinstance(s.get(key), (int, float)) for s in score_list)}
+    rates = [((s.get("reflection") or {}).get("all") or {}).get("reflection_rate") for s in score_list]
+    if all(isinstance(rate, (int, float)) for rate in rates):
+        pooled["reflection"] = {"all": {"reflection_rate": float(np.mean(rates))}}
+    return {**pooled, "avg@n": float(np.mean(values)), "per_prompt": per_prompt, "num_seeds": len(score_list),
+            "avg@n_interval": list(bootstrap_interval(values, num_resamples=num_resamples, level=level, seed=seed))}

@@ -295,3 +295,19 @@ def test_maj_at_k_equivalence_checker_that_raises_only_splits_the_vote():
         raise RuntimeError("checker down")
 
     assert maj_at_k(["2", "3", "3"], [False, True, True], k=3, equivalent=broken) == 1.0
+
+
+def test_pool_scores_over_seeds():
+    from stages.core.eval_metrics import pool_scores
+
+    seeds = [{"per_prompt": {f"p{i}": float(i % 2) for i in range(20)}, "mean_length": 30.0,
+              "reflection": {"all": {"reflection_rate": 0.2}}},
+             {"per_prompt": {f"p{i}": 1.0 for i in range(20)}, "mean_length": 50.0,
+              "reflection": {"all": {"reflection_rate": 0.4}}}]
+    pooled = pool_scores(seeds)
+    assert pooled["avg@n"] == 0.75 and pooled["mean_length"] == 40.0 and pooled["num_seeds"] == 2
+    assert pooled["reflection"]["all"]["reflection_rate"] == pytest.approx(0.3)
+    low, high = pooled["avg@n_interval"]
+    assert low < 0.75 < high
+    with pytest.raises(ValueError, match=r"scores \[0\] have no per_prompt"):
+        pool_scores([{"avg@n": 0.5}])
