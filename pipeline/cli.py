@@ -128,8 +128,13 @@ def cmd_plan(args: argparse.Namespace, extra: list[str]) -> int:
         return 2
     print(f"memory plan for {args.config} on {device.describe()}" + (f" ({distributed.describe()})" if distributed else ""))
     for plan in plans:
-        print()
-        print(plan.table())
+        if args.summary:
+            verdict = "fits" if plan.fits else "DOES NOT FIT"
+            fix = f"; would fit with: {plan.suggestions[0]}" if not plan.fits and plan.suggestions else ""
+            print(f"  {plan.stage:<40} peak {plan.peak_bytes / 2 ** 30:7.1f} GiB ({plan.peak_phase}) {verdict}{fix}")
+        else:
+            print()
+            print(plan.table())
     failing = [plan.stage for plan in plans if not plan.fits]
     print()
     print("verdict: every stage fits" if not failing else f"verdict: DOES NOT FIT: {', '.join(failing)}")
@@ -185,6 +190,7 @@ def build_parser() -> argparse.ArgumentParser:
     plan.add_argument("--offload-param", action="store_true", help="ZeRO-3 parameter offload to CPU")
     plan.add_argument("--prompt-tokens", type=int, default=None,
                       help="prompt length to plan for (default: the config's, else 512)")
+    plan.add_argument("--summary", action="store_true", help="one line per stage instead of the tables")
     plan.set_defaults(func=cmd_plan)
     return parser
 
