@@ -73,8 +73,31 @@ class PromptConfig(Strict):
     system: str | None = None  # chat only
 
 
+class PresetSource(Strict):
+    """A published training set by name (``pipeline/presets.py``: countdown_3to4, simplerl_math_l3to5,
+    orz_57k, deepscaler_40k), loaded through ``datasets`` from the HF cache or ``local_path``.
+
+    The test split is carved from the preset's rows, as TinyZero did: ``splits.train`` rows first
+    (0: all but the test rows), then the next ``splits.test`` rows.
+    """
+
+    kind: Literal["preset"]
+    name: str
+    revision: str | None = None  # the preset's pinned revision when None
+    local_path: str | None = None  # a .jsonl/.parquet file or dataset directory in the dataset's own schema
+    allow_download: bool = False  # let prepare_data download it (otherwise it must be cached or local)
+
+    @model_validator(mode="after")
+    def _known(self):
+        from pipeline.presets import TRAIN_PRESETS
+
+        if self.name not in TRAIN_PRESETS:
+            raise ValueError(f"name: unknown dataset preset {self.name!r}; known: {', '.join(sorted(TRAIN_PRESETS))}")
+        return self
+
+
 class DatasetConfig(Strict):
-    source: GeneratorSource | HubSource | FilesSource = Field(discriminator="kind")
+    source: GeneratorSource | HubSource | FilesSource | PresetSource = Field(discriminator="kind")
     splits: dict[str, int] = Field(default_factory=lambda: {"train": 1000, "test": 100})  # generators: rows per split; others: a cap (0 = all)
     prompt: PromptConfig = Field(default_factory=PromptConfig)
     seed: int = 0
@@ -111,6 +134,9 @@ class ModelConfig(Strict):
     architecture: TinyArchitecture = Field(default_factory=TinyArchitecture)
     pretrain: TinyPretrain | None = None
     dtype: Literal["float32", "bfloat16", "float16"] = "float32"
+    # hf: a hub id must already be in the local HF cache (checked before any job runs), unless
+    # the base_model job may download it.
+    allow_download: bool = False
 
     @model_validator(mode="after")
     def _check_kind(self):
@@ -424,7 +450,7 @@ def format_validation_error(error: ValidationError, source: str) -> str:
     lines = [f"{source}: the config does not validate:"]
     for item in error.errors():
         loc = tuple(item["loc"])
-        field = ".".join(str(p) for p in loc if not (isinstance(p, str) and p in ("generator", "hf", "files"))) or "(top level)"
+        field = ".".join(str(p) for p in loc if not (isinstance(p, str) and p in ("generator", "hf", "files", "preset"))) or "(top level)"
         if item["type"] == "extra_forbidden":
             model = _model_for(loc)
             allowed = ", ".join(model.model_fields) if model else "see pipeline/config.py"
@@ -592,6 +618,10 @@ def dataset_tasks(dataset: DatasetConfig) -> set[str] | None:
     source = dataset.source
     if isinstance(source, GeneratorSource):
         return {GENERATOR_TASKS[source.name]}
+    if isinstance(source, PresetSource):
+        from pipeline.presets import dataset_preset
+
+        return {dataset_preset(source.name).task}
     if isinstance(source, FilesSource) and source.row_format == "rows":
         return None  # each row may carry its own "task" (stages/prepare_data.py keeps it)
     if isinstance(source, FilesSource):

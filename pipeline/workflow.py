@@ -190,6 +190,36 @@ class Workflow:
         return [self.paths.step_eval(run, step, bench, "scores.json")
                 for step in self.eval_steps(run) for bench in self.curve_benches()]
 
+    def missing_inputs(self) -> list[str]:
+        """One message per hub model or dataset preset that no job could read: not a local path, not
+        in the HF cache, and not allowed to download. Checked at parse time, before any job runs,
+        so a run never dies inside a job log on huggingface_hub's offline error."""
+        from pipeline.artifacts import repo_path
+        from pipeline.presets import cached_copies, dataset_preset, hf_cache_dirs, missing_data_message
+
+        problems = []
+        for name, model in self.cfg.models.items():
+            if model.kind != "hf" or model.allow_download or repo_path(model.path).is_dir():
+                continue
+            if not (hf_cache_dirs()[0] / f"models--{model.path.replace('/', '--')}").is_dir():
+                problems.append(
+                    f"models.{name}.path: {model.path!r} is neither a local directory nor in the Hugging Face cache "
+                    f"({hf_cache_dirs()[0]}).\n  download it:   huggingface-cli download {model.path}\n"
+                    f"  or point at a local copy: models.{name}.path: <an HF model directory>\n"
+                    f"  or let the base_model job download it: models.{name}.allow_download: true")
+        for name, dataset in self.cfg.datasets.items():
+            source = getattr(dataset, "source", None)
+            if getattr(source, "kind", None) != "preset" or source.allow_download:
+                continue
+            preset = dataset_preset(source.name)
+            where = f"datasets.{name}.source"
+            if source.local_path is not None:
+                if not repo_path(source.local_path).exists():
+                    problems.append(f"{where}.local_path: {source.local_path} does not exist (preset {preset.name!r})")
+            elif not cached_copies(preset.hf_id):
+                problems.append(missing_data_message(where, preset, source.revision or preset.revision))
+        return problems
+
     def missing_bench_data(self) -> list[str]:
         """One message per preset bench whose rows are neither local nor in the HF cache (and may not
         be downloaded by the job), naming the preset and the ways to provide it."""

@@ -66,6 +66,54 @@ def hub_splits(source: dict, splits: dict[str, int]) -> dict[str, list[dict]]:
     return out
 
 
+def preset_splits(source: dict, splits: dict[str, int]) -> dict[str, list[dict]]:
+    """A training-set preset's rows: ``splits.train`` rows first (0: all but the test rows), then
+    ``splits.test`` rows carved from the same hub split (TinyZero's train/test cut)."""
+    from pipeline.presets import dataset_preset
+
+    preset = dataset_preset(source["name"])
+    where = source.get("local_path") or f"{preset.hf_id}[{preset.split}]"
+    raw = _preset_raw_rows(preset, source)
+    convert = {"rows": _map_fields, "countdown": _countdown_row}[preset.row_format]
+    as_source = {"path": preset.hf_id, "task": preset.task, "fields": dict(preset.fields),
+                 "answer_format": preset.answer_format}
+    num_test = splits.get("test", 0)
+    num_train = splits.get("train", 0) or max(0, len(raw) - num_test)
+    if num_train + num_test > len(raw):
+        raise DataError(f"{where}: {len(raw)} rows, fewer than splits.train + splits.test = {num_train + num_test}")
+    rows = [convert(dict(r), as_source, where, i) for i, r in enumerate(raw[:num_train + num_test])]
+    return {"train": rows[:num_train], "test": rows[num_train:]}
+
+
+def _preset_raw_rows(preset, source: dict) -> list[dict]:
+    """The preset's raw rows from ``local_path`` (a file or dataset directory) or the HF cache/hub."""
+    local = source.get("local_path")
+    if local:
+        path = repo_path(local)
+        if not path.exists():
+            raise DataError(f"source.local_path: {path} does not exist (dataset preset {preset.name!r})")
+        if path.is_file():
+            return read_jsonl(path) if path.suffix in (".jsonl", ".json") else _read_parquet(path)
+    import datasets
+
+    target = str(repo_path(local)) if local else preset.hf_id
+    kwargs = {} if local else {"name": preset.config_name, "revision": source.get("revision") or preset.revision}
+    return list(datasets.load_dataset(target, split=preset.split, **kwargs))
+
+
+def _countdown_row(raw: dict, source: dict, where: str, index: int) -> dict:
+    """A Countdown-Tasks row (``nums``, ``target``) as an example row; any + - * / equation is accepted."""
+    numbers, target = raw.get("nums"), raw.get("target")
+    if not isinstance(numbers, list) or not numbers or not all(isinstance(n, int) for n in numbers) \
+            or not isinstance(target, int):
+        raise DataError(f"{where} row {index + 1}: needs 'nums' (a list of integers) and 'target' (an integer), "
+                        f"got nums={numbers!r}, target={target!r}")
+    ops = generators.COUNTDOWN_OPS
+    return {"id": f"{Path(source['path']).name}-{index}", "source": source["path"], "task": "countdown",
+            "question": generators.countdown_question(numbers, target, "full", ops), "answer": None, "tests": None,
+            "meta": {"numbers": numbers, "target": target, "ordered": False, "ops": ops}}
+
+
 def files_splits(source: dict, splits: dict[str, int], skipped: dict[str, list[str]]) -> dict[str, list[dict]]:
     out = {}
     convert = {"rows": _map_fields, "mbpp": _mbpp_row, "humaneval": _humaneval_row}[source["row_format"]]
@@ -229,6 +277,8 @@ def main(config: dict, inputs: dict, outputs: dict) -> None:
         splits = generator_splits(source, config["splits"], config["seed"])
     elif source["kind"] == "hf":
         splits = hub_splits(source, config["splits"])
+    elif source["kind"] == "preset":
+        splits = preset_splits(source, config["splits"])
     else:
         splits = files_splits(source, config["splits"], skipped)
     check_math_golds(splits)

@@ -59,11 +59,25 @@ def step_of(policy: str) -> int | None:
 
 
 def answer_key(text: str, row: dict) -> str | None:
-    """The normalised answer used for majority voting (maj@k)."""
-    from verifiers.math_answer import extract_answer
+    """The normalised answer used for majority voting (maj@k).
 
-    answer = extract_answer(text, fallbacks=())
+    Taken the way the ``math`` reward takes it (the strict policy: caps, then the answer tag or the
+    last box), so a vote never counts an answer that the reward would not have read.
+    """
+    from verifiers.math_answer import extract_prediction
+    from verifiers.math_policy import get_policy
+
+    answer, _rule = extract_prediction(text, get_policy("strict"), row.get("answer"))
     return re.sub(r"\s+", "", answer) if answer else None
+
+
+def verifier_provenance(rewards_by_task: dict) -> dict:
+    """Which math policy decided each math reward, and which bwrap ran the code sandbox."""
+    from verifiers.math_policy import policy_provenance
+    from verifiers.sandbox import sandbox_provenance
+
+    names = sorted({name for weights in rewards_by_task.values() for name in weights})
+    return {"math_policy": policy_provenance(names), "sandbox": sandbox_provenance()}
 
 
 def check_samples(samples: list[dict], rows_by_id: dict, where: str) -> None:
@@ -133,7 +147,8 @@ def score(config: dict, samples: list[dict], data_path: str, samples_path: str, 
     policy, run = policy_and_run(samples_path)
     scores = {"policy": policy, "run": run, "bench": config["bench"], "step": step_of(policy),
               **summarise(scored, config, tasks[0] if len(tasks) == 1 else None)}
-    scores["meta"] = provenance(stage="evaluate", config=config, inputs=inputs, started_at=started)
+    scores["meta"] = provenance(stage="score", config=config, inputs=inputs, started_at=started,
+                                extra=verifier_provenance(config["rewards"]))
     return scores
 
 

@@ -14,6 +14,10 @@ except ConfigError as error:
     raise SystemExit(1)
 
 P = W.paths
+if W.missing_inputs():
+    # A hub model or dataset that no job could read stops the workflow here, before any job.
+    sys.stderr.write("\n" + "\n".join(W.missing_inputs()) + "\n\n")
+    raise SystemExit(1)
 # Rules run `python` from the environment the user activated (where `pip install -e .` put the
 # dependencies); with --software-deployment-method conda, Snakemake builds this env instead.
 CONDA_ENV = "../envs/r1zero.yaml"
