@@ -117,8 +117,8 @@ def cmd_plan(args: argparse.Namespace, extra: list[str]) -> int:
         device = memory_plan.DeviceSpec.gpu(args.gpu_mem or 80.0, gpus)
     else:
         device = memory_plan.DeviceSpec.detect(cfg.device if cfg.device != "auto" else _auto_device())
-    distributed = None
-    if on_gpu and (device.count > 1 or args.zero_stage):
+    distributed = None  # the config's distributed block, else data parallel over the GPUs
+    if on_gpu and (args.zero_stage is not None or args.offload_optimizer or args.offload_param):
         distributed = memory_plan.Distributed(device.count, args.zero_stage or 0, args.offload_optimizer, args.offload_param)
     try:
         plans = memory_plan.plan_config(cfg, device, distributed=distributed, prompt_tokens=args.prompt_tokens,

@@ -1,6 +1,6 @@
 """The memory plan: per-device peak memory of a stage, estimated before any weight is loaded.
 
-One plan is the single answer to "does it fit" (docs/memory.md): ``r1zero plan CONFIG`` prints
+One plan is the single answer to "does it fit" (docs/memory.md has the formulas): ``r1zero plan CONFIG`` prints
 it for every stage of every run, and each training stage calls ``check_stage_fits`` at the top of
 ``main()`` so that a run that cannot fit stops before it loads weights, with the settings that
 would make it fit.
@@ -844,7 +844,8 @@ def eval_generation(bench: dict, batch_size: int | None, backend: str, prompt_to
 
 # ---------------------------------------------------------------- start-up check
 def check_stage_fits(stage: str, config: dict, model_dir: str | os.PathLike, device: Any, *,
-                     dtype: str | None = None, backend: str | None = None, seq_tokens: int | None = None) -> Plan:
+                     dtype: str | None = None, backend: str | None = None, seq_tokens: int | None = None,
+                     prompt_tokens: int | None = None) -> Plan:
     """Plan ``stage`` (``grpo`` or ``sft``) for the real device and raise ``PlanError`` if it does not fit.
 
     Call it at the top of a stage's ``main()``, before any weight is loaded. ``config`` is the
@@ -852,7 +853,8 @@ def check_stage_fits(stage: str, config: dict, model_dir: str | os.PathLike, dev
     start model (only its config.json is read), ``device`` a torch device or name. On CUDA the
     plan is checked against the device's memory, on CPU against the available RAM. ``backend``
     overrides the rollout backend (default: what ``rollout.backend`` resolves to here);
-    ``seq_tokens`` is SFT's longest sequence (default: ``DEFAULT_PROMPT_TOKENS``).
+    ``seq_tokens`` is SFT's longest sequence (default: ``DEFAULT_PROMPT_TOKENS``);
+    ``prompt_tokens`` GRPO's longest prompt (default: ``DEFAULT_PROMPT_TOKENS``).
 
     Example:
         >>> plan = check_stage_fits("grpo", grpo_snapshot, "results/models/tiny/model", "cpu")  # doctest: +SKIP
@@ -865,7 +867,7 @@ def check_stage_fits(stage: str, config: dict, model_dir: str | os.PathLike, dev
             from stages.core.rollout import resolve_backend_name
 
             backend = resolve_backend_name((config.get("rollout") or {}).get("backend", "auto"))
-        settings = grpo_settings(config, dtype, backend)
+        settings = grpo_settings(config, dtype, backend, prompt_tokens=prompt_tokens)
     elif stage == "sft":
         settings = sft_settings(config, dtype, seq_tokens=seq_tokens or DEFAULT_PROMPT_TOKENS)
     else:
@@ -893,7 +895,8 @@ def plan_config(config: Any, device: DeviceSpec, *, distributed: Distributed | N
 
     ``backend`` replaces ``auto`` backends (the CLI plans ``auto`` as vLLM on GPUs, where it is
     installed, and as what this machine resolves on CPU). ``distributed`` replaces the config's
-    ``distributed`` block (the CLI's --gpus/--zero-stage).
+    ``distributed`` block (the CLI's --zero-stage); with neither, a run on several GPUs is planned
+    as plain data parallelism over all of them (ZeRO-0).
     """
     dump = config.model_dump(mode="json")
     plans, seen_eval = [], set()
@@ -904,7 +907,7 @@ def plan_config(config: Any, device: DeviceSpec, *, distributed: Distributed | N
         shape = model_shape(ref, name=run["base"] if isinstance(ref, dict) else str(ref))
         grpo = run["grpo"]
         block = run.get("distributed") or grpo.get("distributed") or dump.get("distributed")
-        dist = distributed if distributed is not None else Distributed.from_block(block)
+        dist = distributed or (Distributed.from_block(block) if block else Distributed(device.count if device.kind == "cuda" else 1))
         prompt = prompt_tokens or grpo.get("max_prompt_tokens") or DEFAULT_PROMPT_TOKENS
         if run.get("sft"):
             settings = sft_settings(run["sft"], dtype, seq_tokens=prompt + grpo["max_new_tokens"], distributed=dist)

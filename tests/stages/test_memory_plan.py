@@ -326,3 +326,24 @@ def test_r1zero_plan_bad_config_exits_2(tmp_path, capsys):
     bad = tmp_path / "bad.yaml"
     bad.write_text("inherit_default: false\nruns: {}\n")
     assert cli.main(["plan", str(bad)]) == 2
+
+
+def test_r1zero_plan_on_several_gpus_without_a_zero_stage_plans_data_parallel(capsys):
+    config = REPO / "pipeline" / "config" / "nano_aha_moment_qwen2.5-3b.yaml"
+    assert cli.main(["plan", str(config), "--gpus", "2", "--gpu-mem", "80"]) == 0
+    out = capsys.readouterr().out
+    assert "2 ranks, ZeRO-0" in out and "fp32 master+m+v+grad / 1" in out  # replicated, nothing sharded
+    assert cli.main(["plan", str(config), "--gpus", "2", "--gpu-mem", "80", "--zero-stage", "1"]) == 0
+    assert "fp32 master+m+v+grad / 2" in capsys.readouterr().out
+
+
+def test_prompt_length_reaches_the_start_up_plan(tmp_path):
+    (tmp_path / "config.json").write_text(json.dumps(TINY))
+    snapshot = _grpo_snapshot(prompts_per_step=2, group_size=2, max_new_tokens=16, micro_batch_size=2,
+                              algorithm={"preset": "deepseekmath_grpo"})  # one minibatch of 4 sequences
+    plan = check_stage_fits("grpo", snapshot, tmp_path, "cpu", prompt_tokens=100)
+    assert plan.settings.seq_tokens == 116 and plan.settings.micro_batch_tokens == 2 * 116
+    assert plan.settings.reference  # deepseekmath_grpo keeps a KL to the reference
+    # The micro-batch never exceeds the minibatch: DAPO's 16 minibatches of 4 sequences hold 1 each.
+    dapo = check_stage_fits("grpo", {**snapshot, "algorithm": {"preset": "dapo"}}, tmp_path, "cpu", prompt_tokens=100)
+    assert dapo.settings.micro_batch_seqs == 1 and not dapo.settings.reference
