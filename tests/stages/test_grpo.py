@@ -138,3 +138,116 @@ def test_grpo_steps_on_cuda(toy_reward, tiny_model_dir, toy_rows_file):
     for step in range(2):
         metrics = trainer.step(step)
         assert metrics["rollout/logprob_abs_diff"] < 1e-3  # same weights, same device, KV-cache vs full pass
+
+
+# --- the objective's definitions, checked through the trainer ------------------------------------
+
+
+def _trainer(config, tiny_model_dir, toy_rows_file):
+    return grpo.GRPOTrainer(config, {"model": str(tiny_model_dir), "train": str(toy_rows_file)}, torch.device("cpu"))
+
+
+def test_adaptive_kl_controller_sees_kl_per_sequence(toy_reward, tiny_model_dir, toy_rows_file, monkeypatch):
+    """Ziegler et al.'s target is per sequence; feeding the per-token mean made beta shrink for
+    every completion longer than one token."""
+    config = grpo_config({"advantage_estimator": "grpo", "kl_estimator": "k3", "kl_coef": 0.1,
+                          "kl_target_nats_per_seq": 1.0, "num_minibatches": 2}, steps=2, lr=5e-2)
+    trainer = _trainer(config, tiny_model_dir, toy_rows_file)
+    trainer.step(0)  # the first step's KL is 0 (policy = reference); the second one's is not
+    seen = []
+    monkeypatch.setattr(trainer.kl_controller, "update", lambda kl, n: seen.append(kl))
+    metrics = trainer.step(1)
+    assert metrics["kl"] > 0
+    assert seen == [metrics["kl_per_seq"]]
+    assert metrics["kl_per_seq"] == pytest.approx(metrics["kl"] * metrics["completions/mean_length"], rel=1e-4)
+
+
+class ScriptedBackend:
+    """Stand-in backend: the first prompt of every call gets completions of lengths 4, 4, 12, 12
+    (equal verifier rewards, but the two long ones are truncated and penalised), every other
+    prompt four equal completions of length 4."""
+
+    name = "scripted"
+
+    def __init__(self, tokenizer):
+        self.tokenizer = tokenizer
+
+    def generate(self, prompt_token_ids, settings):
+        token = self.tokenizer.convert_tokens_to_ids("a")
+
+        def completion(length):
+            return Completion("a" * length, [token] * length, [-1.0] * length,
+                              "length" if length == settings.max_new_tokens else "stop")
+
+        first = [completion(n) for n in (4, 4, settings.max_new_tokens, settings.max_new_tokens)]
+        return [first] + [[completion(4) for _ in range(4)] for _ in prompt_token_ids[1:]]
+
+    def sync_weights(self, model):
+        pass
+
+    def close(self):
+        pass
+
+
+def test_dynamic_sampling_filters_on_the_rewards_the_advantages_see(toy_reward, tiny_model_dir, toy_rows_file):
+    """Verifier rewards are all 0 in both groups; after DAPO's overlong penalty only the first
+    group has spread -- and it is the one with a learning signal, so it must be kept."""
+    config = grpo_config({"preset": "dapo", "overlong_buffer_tokens": 4, "max_sampling_rounds": 1},
+                         group_size=4, prompts_per_step=2)
+    trainer = _trainer(config, tiny_model_dir, toy_rows_file)
+    trainer.backend = ScriptedBackend(trainer.tokenizer)
+    batch, stats = trainer.sample(0)
+    assert stats["groups_kept"] == 1
+    assert [len(c.token_ids) for c in batch.completions] == [4, 4, 12, 12]
+    rewards, metrics = trainer.rewards_of(batch, stats["scores"])
+    assert rewards.tolist() == [0.0, 0.0, -1.0, -1.0] and metrics["reward/overlong_penalty"] == -0.5
+
+
+def test_every_step_logs_approx_kl_ratio_max_and_the_rollout_ratio(toy_reward, tiny_model_dir, toy_rows_file):
+    config = grpo_config({"advantage_estimator": "grpo", "num_minibatches": 2}, steps=1)
+    metrics = _trainer(config, tiny_model_dir, toy_rows_file).step(0)
+    for key in ("approx_kl", "ratio_max", "clip_frac", "ratio_mean", "rollout/ratio_mean", "rollout/ratio_min",
+                "rollout/ratio_max", "rollout/frac_ratio_above_cap", "rollout/frac_ratio_outside_band",
+                "rollout/frac_corrected"):
+        assert key in metrics, key
+    assert metrics["ratio_max"] >= 1.0 - 1e-6  # the first minibatch is on-policy: ratio 1
+    assert metrics["rollout/ratio_max"] == pytest.approx(1.0, abs=1e-3)  # hf samples from the trainer's model
+
+
+def test_reference_is_frozen_unless_refreshed(toy_reward, tiny_model_dir, toy_rows_file):
+    frozen = _trainer(grpo_config({"kl_estimator": "k3"}), tiny_model_dir, toy_rows_file)
+    refreshed = _trainer(grpo_config({"kl_estimator": "k3", "ref_refresh_steps": 5}), tiny_model_dir, toy_rows_file)
+    without = _trainer(grpo_config({"kl_estimator": "none"}), tiny_model_dir, toy_rows_file)
+    assert frozen.reference_is_frozen and not refreshed.reference_is_frozen and not without.reference_is_frozen
+    assert without.reference is None
+
+
+def test_a_mismatch_correction_needs_old_logprobs_before_the_update(toy_reward, tiny_model_dir, toy_rows_file):
+    assert _trainer(grpo_config({"kl_estimator": "none"}), tiny_model_dir, toy_rows_file).single_pass
+    corrected = _trainer(grpo_config({"kl_estimator": "none", "rollout_correction": "tis"}), tiny_model_dir, toy_rows_file)
+    assert not corrected.single_pass
+
+
+@pytest.mark.parametrize(
+    "overrides, field",
+    [
+        ({"top_p": 0.9}, "top_p"),
+        ({"micro_batch_size": 2, "max_tokens_per_micro_batch": 100}, "micro_batch_size and max_tokens_per_micro_batch"),
+        ({"micro_batch_size": 0}, "micro_batch_size"),
+        ({"logprob_chunk_tokens": 0}, "logprob_chunk_tokens"),
+    ],
+)
+def test_training_settings_that_would_bias_or_break_the_update_are_refused(overrides, field):
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError, match=field):
+        grpo_config({"advantage_estimator": "grpo"}, **overrides)
+
+
+def test_the_trainer_has_no_branch_on_a_registered_name():
+    import inspect
+    import re
+
+    source = inspect.getsource(grpo)
+    names = r"(advantage_estimator|kl_mode|truncation|policy_loss|rollout_correction|backend_name|algo\.critic)"
+    assert not re.search(names + r"\s*(==|!=|\bin\b)", source), "look the choice up in its registry instead"
