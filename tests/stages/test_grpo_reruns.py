@@ -17,7 +17,7 @@ def _run(config, tiny_model_dir, toy_rows_file, out):
 
 
 def _small_config(**overrides):
-    config = grpo_config({"advantage_estimator": "grpo"}, steps=3, checkpoint_every=1, **overrides)
+    config = grpo_config({"advantage_estimator": "grpo"}, **{"steps": 3, "checkpoint_every": 1, **overrides})
     config["prompts_per_step"] = 2
     return config
 
