@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import abc
 import dataclasses
+import re
 from typing import TYPE_CHECKING, Callable
 
 import torch
@@ -1038,7 +1039,7 @@ def describe_algorithms() -> str:
     >>> "dr_grpo" in describe_algorithms()
     True
     """
-    from pipeline.algorithm_config import PRESETS, PRESET_SAMPLING
+    from pipeline.algorithm_config import PRESET_SAMPLING, PRESET_SOURCES, PRESETS, SOURCE_LEGEND
 
     lines = ["Advantage estimators:"]
     lines += [f"  {name:<24}{text}" for name, text in ESTIMATOR_DESCRIPTIONS.items()]
@@ -1057,6 +1058,11 @@ def describe_algorithms() -> str:
     lines.append("Presets:")
     for name, values in PRESETS.items():
         lines.append(f"  {name:<24}{_preset_summary(values, PRESET_SAMPLING.get(name, {}))}")
+        cited = " ".join(PRESET_SOURCES[name].values())
+        keys = [key for key in SOURCE_LEGEND if key not in ("inert", "n/s") and re.search(rf"(^|[\s(;]){re.escape(key)}\b", cited)]
+        lines.append(f"  {'':<24}sources: {', '.join(keys)}")
+    lines.append("Sources:")
+    lines += [f"  {key:<24}{text[:130]}" for key, text in SOURCE_LEGEND.items()]
     return "\n".join(lines)
 
 
