@@ -21,7 +21,7 @@ EXPECTED = {
     "tinyzero_qwen2.5-3b.yaml": {
         "runs": {"r1zero": dict(model="Qwen/Qwen2.5-3B", steps=19200, prompts_per_step=256, group_size=1,
                                 max_new_tokens=1024, temperature=1.0, lr=1e-6, preset="tinyzero_ppo")},
-        "data": dict(kind="generator", name="countdown", num_numbers=4, max_number=99, max_target=100, test=1024),
+        "data": dict(kind="preset", name="countdown_3to4", train=327680, test=1024),
         "hardware": "2 x 80 GB",
     },
     "nano_aha_moment_qwen2.5-3b.yaml": {
@@ -29,7 +29,7 @@ EXPECTED = {
                                 max_new_tokens=1024, temperature=1.0, lr=1e-6, preset="nano_aha_moment",
                                 micro_batch_size=4, gradient_checkpointing=True, gpu_memory_utilization=0.2,
                                 enable_sleep_mode=True)},
-        "data": dict(kind="generator", name="countdown", num_numbers=4, max_number=99, max_target=100, test=500),
+        "data": dict(kind="preset", name="countdown_3to4", train=0, test=500),
         "hardware": "1 x 80 GB",
     },
     "simplerl_zoo_qwen2.5-0.5b-1.5b.yaml": {
@@ -120,6 +120,9 @@ def _check_data(dataset, expected: dict) -> None:
         for key in ("num_numbers", "max_number", "max_target"):
             assert source.options[key] == expected[key], key
         assert dataset.splits["test"] == expected["test"]
+    elif source.kind == "preset":  # a published training set by name (pipeline/presets.py)
+        assert source.name == expected["name"]
+        assert (dataset.splits["train"], dataset.splits["test"]) == (expected["train"], expected["test"])
     else:
         assert (source.path, source.name) == (expected["path"], expected["name"])
         if "fields" in expected:
