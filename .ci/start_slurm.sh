@@ -169,16 +169,16 @@ start_slurmdbd() {
 register_accounts() {
     # The cluster before slurmctld starts, so it registers at once; an account and root in it,
     # so the executor plugin's account check (sacctmgr) accepts --slurm-account.
-    sacctmgr -n -P show cluster format=cluster | grep -qx "$CLUSTER" ||
+    sacctmgr -n -P show cluster format=cluster | grep -x "$CLUSTER" >/dev/null ||
         sacctmgr -i add cluster "$CLUSTER" >/dev/null
-    sacctmgr -n -P show account format=account | grep -qx "$ACCOUNT" ||
+    sacctmgr -n -P show account format=account | grep -x "$ACCOUNT" >/dev/null ||
         sacctmgr -i add account "$ACCOUNT" cluster="$CLUSTER" description="r1zero CI" organization=r1zero >/dev/null
-    sacctmgr -n -P show assoc where user=root account="$ACCOUNT" format=user | grep -qx root ||
+    sacctmgr -n -P show assoc where user=root account="$ACCOUNT" format=user | grep -x root >/dev/null ||
         sacctmgr -i add user root account="$ACCOUNT" cluster="$CLUSTER" >/dev/null
 }
 
 start_slurm_daemons() {
-    if scontrol ping 2>/dev/null | grep -q "is UP"; then
+    if scontrol ping 2>/dev/null | grep "is UP" >/dev/null; then
         if ((CHANGED)); then
             log "config changed: restarting slurmctld and slurmd"
             scontrol shutdown >/dev/null
