@@ -203,8 +203,8 @@ def local_run_process(tmp_path_factory):
         process = subprocess.Popen(command, cwd=REPO, stdout=log, stderr=subprocess.STDOUT)
     yield tmp_path / "results", process, log_path
     if process.poll() is None:
-        process.kill()
-        process.wait()
+        process.terminate()  # `timeout` passes SIGTERM on to snakemake, and SIGKILL 10 s later
+        process.wait(timeout=60)
 
 
 @pytest.fixture(scope="module")
