@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, ValidationError, model_validator
 
 from pipeline.algorithm_config import AlgorithmConfig, GuardConfig
 
@@ -255,6 +255,45 @@ class RunConfig(Strict):
     base: str  # a models: entry
     sft: SFTConfig | None = None
     grpo: GRPOConfig
+    # Several seeds of the same run: each becomes a run of its own, {name}-seed{k}, with grpo.seed
+    # (and sft.seed) set to k, and results/{name}/report aggregates them. None: one run, grpo.seed.
+    seeds: list[StrictInt] | None = Field(None, min_length=1)
+    seed_of: str | None = None  # set by the seeds: expansion: the seeded run this run is one seed of
+
+    @model_validator(mode="after")
+    def _check_seeds(self):
+        if self.seeds is not None and len(set(self.seeds)) != len(self.seeds):
+            repeated = sorted({seed for seed in self.seeds if self.seeds.count(seed) > 1})
+            raise ValueError(f"seeds: {repeated} listed twice; list each seed once, e.g. [0, 1, 2]")
+        if self.seeds is not None and self.seed_of is not None:
+            raise ValueError("seeds and seed_of: a run is either seeded (seeds:) or one seed of another (seed_of:)")
+        return self
+
+
+def seed_run_name(run: str, seed: int) -> str:
+    """The name of one seed of a seeded run (its results live under results/{name}/).
+
+    >>> seed_run_name("r1zero", 2)
+    'r1zero-seed2'
+    """
+    return f"{run}-seed{seed}"
+
+
+def expand_seeds(runs: dict[str, RunConfig]) -> dict[str, RunConfig]:
+    """Each run with ``seeds:`` replaced by one run per seed, in the order listed; others unchanged.
+
+    A seed run keeps every other setting of its run; ``seed_of`` names the run it came from.
+    """
+    expanded: dict[str, RunConfig] = {}
+    for name, run in runs.items():
+        if run.seeds is None:
+            expanded[name] = run
+            continue
+        for seed in run.seeds:
+            expanded[seed_run_name(name, seed)] = run.model_copy(update={
+                "seeds": None, "seed_of": name, "grpo": run.grpo.model_copy(update={"seed": seed}),
+                "sft": run.sft.model_copy(update={"seed": seed}) if run.sft else None})
+    return expanded
 
 
 # ---------------------------------------------------------------- evaluation, reports
@@ -359,6 +398,48 @@ class Config(Strict):
     compare: CompareConfig = Field(default_factory=CompareConfig)
 
     @model_validator(mode="after")
+    def _expand_seeds(self):
+        """Seeded runs become one run per seed (see ``expand_seeds``), so every stage, rule and
+        path works on plain runs; ``seed_groups`` keeps which runs are seeds of which."""
+        problems = []
+        for name, run in self.runs.items():
+            if run.seeds is None:
+                continue
+            for seed in run.seeds:
+                if seed_run_name(name, seed) in self.runs:
+                    problems.append(f"runs.{name}.seeds: seed {seed} would be the run {seed_run_name(name, seed)!r}, "
+                                    "which the config already has; rename one of them")
+        if problems:
+            raise ValueError("; ".join(problems))
+        self.runs = expand_seeds(self.runs)
+        for name, run in self.runs.items():
+            if run.seed_of is not None and run.seed_of in self.runs:
+                raise ValueError(f"runs.{name}.seed_of: {run.seed_of!r} is also the name of a run; the seeded run's "
+                                 f"report (results/{run.seed_of}/report) and that run's would be one path; rename one")
+        return self
+
+    def seed_groups(self) -> dict[str, list[str]]:
+        """Seeded run -> its seed runs, in the order of its ``seeds:`` list.
+
+        >>> cfg = load_config(DEFAULT_CONFIG, {"runs": {"r1zero": {"seeds": [0, 1]}}})
+        >>> cfg.seed_groups(), sorted(cfg.runs)
+        ({'r1zero': ['r1zero-seed0', 'r1zero-seed1']}, ['coldstart', 'r1zero-seed0', 'r1zero-seed1'])
+        """
+        groups: dict[str, list[str]] = {}
+        for name, run in self.runs.items():
+            if run.seed_of is not None:
+                groups.setdefault(run.seed_of, []).append(name)
+        return groups
+
+    def report_units(self) -> dict[str, list[str]]:
+        """What reports and compare treat as one run: each seeded run with its seed runs, and each
+        unseeded run alone, in config order."""
+        units: dict[str, list[str]] = {}
+        for name, run in self.runs.items():
+            units.setdefault(run.seed_of or name, []).append(name)
+        return units
+
+    @model_validator(mode="after")
     def _check_references(self):
         problems = []
         for name in [*self.datasets, *self.models, *self.runs]:
@@ -390,8 +471,9 @@ class Config(Strict):
                 problems.append(f"evaluation.benches.{bench_name}: its rows are {bench_task(self, bench_name)} rows but "
                                 f"rewards: has no {bench_task(self, bench_name)!r} entry to score them")
         for run_name in self.compare.runs or []:
-            if run_name not in self.runs:
-                problems.append(f"compare.runs: unknown run {run_name!r}; known: {_known(self.runs)}")
+            if run_name not in self.report_units():
+                problems.append(f"compare.runs: unknown run {run_name!r}; known: {_known(self.report_units())} "
+                                "(a seeded run is compared by its name, over all its seeds)")
         if problems:
             raise ValueError("; ".join(problems))
         return self
@@ -459,7 +541,9 @@ def format_validation_error(error: ValidationError, source: str) -> str:
             lines.append(f"  {field}: required key is missing")
         else:
             message = item["msg"].removeprefix("Value error, ")
-            lines.append(f"  {field}: {message} (got {item.get('input')!r})")
+            # A mapping is a whole block (a run, the config): its text would bury the message.
+            got = "" if isinstance(item.get("input"), dict) else f" (got {item.get('input')!r})"
+            lines.append(f"  {field}: {message}{got}")
     return "\n".join(lines)
 
 
@@ -555,7 +639,17 @@ def stage_snapshots(cfg: Config) -> dict[str, dict]:
     for bench_name in cfg.evaluation.benches:
         snaps.update(bench_snapshots(cfg, bench_name))
     snaps["report"] = dump["report"]
-    snaps["compare"] = {**dump["compare"], "runs": cfg.compare.runs or sorted(cfg.runs)}
+    for group, members in cfg.seed_groups().items():
+        # One snapshot per seeded run: a change of its seed list reruns its report only.
+        snaps[f"report/{group}"] = {**dump["report"], "run": group,
+                                    "seeds": {member: cfg.runs[member].grpo.seed for member in members},
+                                    "bootstrap_resamples": cfg.evaluation.bootstrap_resamples,
+                                    "confidence_level": cfg.evaluation.confidence_level}
+    runs = cfg.compare.runs or sorted(cfg.report_units())
+    snaps["compare"] = {**dump["compare"], "runs": runs}
+    members = {run: cfg.report_units()[run] for run in runs if cfg.report_units()[run] != [run]}
+    if members:  # the seed runs of each seeded run compared (absent without seeds: the snapshot stays as it was)
+        snaps["compare"]["members"] = members
     return snaps
 
 

@@ -238,12 +238,32 @@ class Workflow:
                 problems.append(missing_data_message(where, preset, spec.revision or preset.revision))
         return problems
 
+    # ------------------------------------------------------------ seeds
+    def seed_runs(self, group: str) -> list[str]:
+        """The seed runs of a seeded run (``runs.<group>.seeds``), in the order of its list."""
+        return self.cfg.seed_groups()[group]
+
+    def scores_of_group(self, group: str) -> list[str]:
+        """scores.json of the shared base once and of every seed run's policies."""
+        return list(dict.fromkeys(path for run in self.seed_runs(group) for path in self.scores_of_run(run)))
+
+    def step_scores_of_group(self, group: str) -> list[str]:
+        """scores.json of every (kept step, curve bench) cell of every seed run."""
+        return [path for run in self.seed_runs(group) for path in self.step_scores_of_run(run)]
+
     def compare_runs(self) -> list[str]:
-        return self.cfg.compare.runs or sorted(self.cfg.runs)
+        """What compare puts side by side: runs, and seeded runs by their name (over all seeds)."""
+        return self.cfg.compare.runs or sorted(self.cfg.report_units())
+
+    def compare_members(self) -> list[str]:
+        """The concrete runs behind ``compare_runs``, in that order (a seeded run: each of its seeds)."""
+        return [member for run in self.compare_runs() for member in self.cfg.report_units()[run]]
 
     def all_targets(self) -> list[str]:
-        targets = [self.paths.report(run) for run in self.cfg.runs]
-        if len(self.cfg.runs) > 1:
+        """A report per run, a seeded run's at results/{run}/report over its seeds (each seed's own
+        report can be asked for by path), and the comparison when there are several."""
+        targets = [self.paths.report(unit) for unit in self.cfg.report_units()]
+        if len(self.cfg.report_units()) > 1:
             targets.append(self.paths.compare(self.cfg.compare.name))
         return targets
 

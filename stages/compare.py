@@ -51,6 +51,12 @@ class CompareConfig(BaseModel):
     runs: list[str] = Field(min_length=1)
     title: str | None = None
     name: str | None = None  # the comparison's name (results/compare/{name})
+    # A seeded run -> its seed runs (results/{seed run}/...); a run not listed here is its own
+    # only member. Metrics inputs are one per member, in the order of runs, then members.
+    members: dict[str, list[str]] = Field(default_factory=dict)
+
+    def members_of(self, run: str) -> list[str]:
+        return self.members.get(run, [run])
 
 
 # ----------------------------------------------------------------------------- scores
@@ -150,17 +156,19 @@ def ordered_rows(score_list: Sequence[dict], runs: Sequence[str]) -> list[tuple[
 
 
 def compare_table(score_list: Sequence[dict], runs: Sequence[str]) -> tuple[list[str], list[list[str]]]:
-    """Rows run/policy; per bench: pass@1, pass@k and maj@k (largest k), mean length."""
+    """Rows run/policy with its number of seeds; per bench: pass@1, pass@k and maj@k (largest k), mean
+    length, avg@n with its interval (a seeded run's pooled over its seeds, see ``pool_seeds``)."""
     columns = bench_columns(score_list)
     by_key = {(s["run"], s["policy"], s["bench"]): s for s in score_list}
-    header = ["run/policy"]
+    header = ["run/policy", "seeds"]
     for column in columns:
         header += [f"{column.bench} pass@1", f"{column.bench} pass@{column.k_pass or 'k'}",
                    f"{column.bench} maj@{column.k_maj or 'k'}", f"{column.bench} mean length",
                    f"{column.bench} avg@n [95% CI]"]
     rows = []
     for run, policy in ordered_rows(score_list, runs):
-        row = [row_label(run, policy)]
+        seeds = {s.get("num_seeds", 1) for s in score_list if (s["run"], s["policy"]) == (run, policy)}
+        row = [row_label(run, policy), "/".join(str(n) for n in sorted(seeds))]
         for column in columns:
             scores = by_key.get((run, policy, column.bench))
             row += [fmt_fraction(_metric(scores, "pass@1")), fmt_fraction(_metric(scores, "pass@k", column.k_pass)),
@@ -262,7 +270,8 @@ def significance_table(score_list: Sequence[dict], runs: Sequence[str]) -> tuple
     header = ["bench", "A", "B", "A avg@n", "B avg@n", "A - B [95% CI]", "p", "prompts", "verdict"]
     rows = []
     for bench, label_a, label_b, scores_a, scores_b in significance_pairs(score_list, runs):
-        result = significance([scores_a], [scores_b])
+        # A seeded run's side is every seed's per-prompt accuracies, pooled per prompt.
+        result = significance(scores_a.get("seed_scores", [scores_a]), scores_b.get("seed_scores", [scores_b]))
         if result is None:
             rows.append([bench, label_a, label_b, fmt_fraction(scores_a.get("avg@n")), fmt_fraction(scores_b.get("avg@n")),
                          MISSING, MISSING, MISSING, "no per-prompt results"])
@@ -276,6 +285,7 @@ def significance_table(score_list: Sequence[dict], runs: Sequence[str]) -> tuple
 
 def training_table(metrics_by_run: dict[str, list[dict] | None]) -> tuple[list[str], list[list[str]]]:
     header = ["run", "steps", "last reward", "best reward", "last accuracy", "best accuracy", "total step time"]
+    # A seeded run's records are the mean over its seeds at each step (``mean_records``).
     rows = []
     for run, records in metrics_by_run.items():
         if records is None:
@@ -340,6 +350,58 @@ def run_eval_curves(data: "CompareInputs") -> dict[str, list[plots.EvalPoint]]:
     return curves
 
 
+# ----------------------------------------------------------------------------- seeds
+
+def pool_seeds(score_list: Sequence[dict], members: dict[str, list[str]], *, num_resamples: int = NUM_RESAMPLES,
+               level: float = CONFIDENCE_LEVEL) -> list[dict]:
+    """Scores of seed runs relabelled as their seeded run, one dict per (run, policy, bench) pooled over
+    its seeds (``pool_scores``: avg@n per prompt over seeds, bootstrap over prompts), keeping the
+    per-seed dicts in ``seed_scores`` for the paired test. Other scores pass through unchanged.
+
+    Example:
+        >>> seeds = [{"run": "r-seed0", "policy": "grpo", "bench": "b", "pass@1": 1.0, "per_prompt": {"p": 1.0}},
+        ...          {"run": "r-seed1", "policy": "grpo", "bench": "b", "pass@1": 0.5, "per_prompt": {"p": 0.5}}]
+        >>> [(s["run"], s["avg@n"], s["num_seeds"]) for s in pool_seeds(seeds, {"r": ["r-seed0", "r-seed1"]})]
+        [('r', 0.75, 2)]
+    """
+    from stages.core.eval_metrics import pool_scores
+
+    group_of = {member: run for run, names in members.items() for member in names}
+    pooled: list[dict] = []
+    groups: dict[tuple, list[dict]] = {}
+    for scores in score_list:
+        if scores["run"] in group_of:
+            groups.setdefault((group_of[scores["run"]], scores["policy"], scores["bench"]), []).append(scores)
+        else:
+            pooled.append(scores)
+    for (run, policy, bench), seed_scores in groups.items():
+        pooled.append({**pool_scores(seed_scores, num_resamples=num_resamples, level=level), "run": run,
+                       "policy": policy, "bench": bench, "step": seed_scores[0].get("step"), "seed_scores": seed_scores})
+    return pooled
+
+
+def mean_records(records_by_seed: Sequence[list[dict]]) -> list[dict]:
+    """A seeded run's training log for the comparison: at each step every seed logged, the mean over
+    seeds of every numeric metric all of them carry.
+
+    Example:
+        >>> mean_records([[{"step": 0, "accuracy": 0.2}, {"step": 1, "accuracy": 0.4}], [{"step": 0, "accuracy": 0.4}]])
+        [{'step': 0, 'accuracy': 0.30000000000000004}]
+    """
+    by_seed = [{record["step"]: record for record in records} for records in records_by_seed]
+    shared = sorted(set(by_seed[0]).intersection(*by_seed[1:]))
+    merged = []
+    for step in shared:
+        rows = [seed[step] for seed in by_seed]
+        keys = [key for key in rows[0] if key != "step" and all(_is_finite(row.get(key)) for row in rows)]
+        merged.append({"step": step, **{key: sum(row[key] for row in rows) / len(rows) for key in keys}})
+    return merged
+
+
+def _is_finite(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and value == value and abs(value) != float("inf")
+
+
 # ----------------------------------------------------------------------------- writing
 
 @dataclass
@@ -351,13 +413,22 @@ class CompareInputs:
 
 
 def read_compare_inputs(runs: Sequence[str], metrics_paths: dict[str, str | None], score_paths: Sequence[str],
-                        step_score_paths: Sequence[str] = ()) -> CompareInputs:
-    metrics_by_run = {run: load_metrics(path) if path else None for run, path in metrics_paths.items()}
-    step_scores = load_compare_scores(step_score_paths, runs)
+                        step_score_paths: Sequence[str] = (), members: dict[str, list[str]] | None = None) -> CompareInputs:
+    """Read and check every input. With ``members`` (seeded run -> its seed runs), ``metrics_paths``
+    is keyed by seed run, and each seeded run's scores, step scores and metrics are pooled over its seeds."""
+    members = members or {}
+    concrete = [member for run in runs for member in members.get(run, [run])]
+    metrics_by_member = {run: load_metrics(path) if path else None for run, path in metrics_paths.items()}
+    step_scores = load_compare_scores(step_score_paths, concrete)
     for path, scores in zip(step_score_paths, step_scores):
         if not isinstance(scores.get("step"), int):
             raise ValueError(f"{path}: a snapshot's scores need an integer 'step' field, got {scores.get('step')!r}")
-    return CompareInputs(list(runs), metrics_by_run, load_compare_scores(score_paths, runs), step_scores)
+    metrics_by_run = {}
+    for run in runs:
+        logs = [metrics_by_member.get(member) for member in members.get(run, [run])]
+        metrics_by_run[run] = (logs[0] if len(logs) == 1 else mean_records(logs)) if all(logs) else None
+    scores = load_compare_scores(score_paths, concrete)
+    return CompareInputs(list(runs), metrics_by_run, pool_seeds(scores, members), pool_seeds(step_scores, members))
 
 
 def write_compare(out_dir: str | Path, title: str, data: CompareInputs, *, config: dict, inputs: dict, started_at: float) -> Path:
@@ -398,12 +469,17 @@ def main(config: dict, inputs: dict, outputs: dict) -> None:
     _check_runs(cfg.runs)
     if "report" not in outputs:
         raise ValueError("compare: output 'report' (the comparison directory) is required")
+    unknown = sorted(set(cfg.members) - set(cfg.runs))
+    if unknown:
+        raise ValueError(f"compare: members given for {unknown}, which are not among runs {cfg.runs}")
+    concrete = [member for run in cfg.runs for member in cfg.members_of(run)]
     metrics_paths = as_path_list(inputs.get("metrics"))
-    if metrics_paths and len(metrics_paths) != len(cfg.runs):
-        raise ValueError(f"compare: {len(metrics_paths)} 'metrics' inputs for {len(cfg.runs)} runs {cfg.runs}; "
-                         "give one metrics.jsonl per run, in the order of config 'runs'")
-    by_run = dict(zip(cfg.runs, metrics_paths)) if metrics_paths else {run: None for run in cfg.runs}
-    data = read_compare_inputs(cfg.runs, by_run, as_path_list(inputs.get("scores")), as_path_list(inputs.get("step_scores")))
+    if metrics_paths and len(metrics_paths) != len(concrete):
+        raise ValueError(f"compare: {len(metrics_paths)} 'metrics' inputs for {len(concrete)} runs {concrete}; "
+                         "give one metrics.jsonl per run (per seed run of a seeded run), in the order of config 'runs'")
+    by_run = dict(zip(concrete, metrics_paths)) if metrics_paths else {run: None for run in concrete}
+    data = read_compare_inputs(cfg.runs, by_run, as_path_list(inputs.get("scores")), as_path_list(inputs.get("step_scores")),
+                               cfg.members)
     write_compare(outputs["report"], cfg.title or _default_title(cfg.runs, cfg.name), data,
                   config=config, inputs=inputs, started_at=started_at)
 

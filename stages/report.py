@@ -52,6 +52,10 @@ class ReportConfig(BaseModel):
     run: str | None = None  # None: read from the output path results/{run}/report
     title: str | None = None
     formats: list[Literal["md", "html"]] = ["md", "html"]
+    # A seeded run's report: seed run -> seed, in the order of the metrics inputs (one per seed run).
+    seeds: dict[str, int] | None = None
+    bootstrap_resamples: int = 1000  # seeds only: the pooled avg@n interval (over prompts)
+    confidence_level: float = 0.95  # seeds only: that interval and the t interval across seeds
 
 
 # ----------------------------------------------------------------------------- loading inputs
@@ -589,6 +593,239 @@ def write_plots(directory: Path, run: str, data: ReportInputs) -> None:
                             ylabel="SFT loss", title=f"{run}: cold-start SFT loss")
 
 
+# ----------------------------------------------------------------------------- several seeds
+
+# Training curves shown across seeds: (metrics key, panel label, CSV/table name).
+SEED_CURVES = (("reward/total", "total reward"), ("accuracy", "accuracy"),
+               ("completions/mean_length", "mean length (tokens)"), (TRAINING_REFLECTION_KEY, "reflection rate"))
+SEED_CURVES_FILE = "training_seeds.png"
+
+
+@dataclass
+class SeedReportInputs:
+    """A seeded run: each seed run's metrics (in seed order), and the scores of all of them.
+
+    ``scores``/``step_scores`` carry ``run`` (the seed run, or ``base`` for the shared base)."""
+
+    seeds: dict[str, int]
+    metrics: dict[str, list[dict]]
+    scores: list[dict]
+    step_scores: list[dict] = field(default_factory=list)
+    sft_metrics: dict[str, list[dict]] = field(default_factory=dict)
+    rollouts: list[tuple[int, list[dict]]] = field(default_factory=list)
+
+    @property
+    def final_step(self) -> int:
+        return int(max(record["step"] for records in self.metrics.values() for record in records)) + 1
+
+
+def read_seed_report_inputs(inputs: dict, seeds: dict[str, int]) -> SeedReportInputs:
+    """Read and check every input of a seeded run's report: ``metrics`` and (when given)
+    ``sft_metrics`` and ``rollouts`` one per seed run in the order of ``seeds``; scores of those
+    runs or of the shared base only."""
+    metrics_paths = as_path_list(inputs.get("metrics"))
+    if len(metrics_paths) != len(seeds):
+        raise ValueError(f"report: {len(metrics_paths)} 'metrics' inputs for {len(seeds)} seed runs {list(seeds)}; "
+                         "give one GRPO metrics.jsonl per seed run, in that order")
+    for name in ("sft_metrics", "rollouts"):
+        paths = as_path_list(inputs.get(name))
+        if paths and len(paths) != len(seeds):
+            raise ValueError(f"report: {len(paths)} {name!r} inputs for {len(seeds)} seed runs; give one per seed run or none")
+    scored = [(path, load_scores(path, required=(*SCORE_REQUIRED_FIELDS, "run"))) for path in as_path_list(inputs.get("scores"))]
+    step_scored = [(path, load_scores(path, required=(*SCORE_REQUIRED_FIELDS, "run", "step")))
+                   for path in as_path_list(inputs.get("step_scores"))]
+    for path, scores in [*scored, *step_scored]:
+        if scores["run"] not in seeds and scores["run"] != "base":
+            raise ValueError(f"{path}: belongs to run {scores['run']!r}, which is none of the seed runs {list(seeds)}")
+    check_unique_scores(scored, ("run", "policy", "bench"))
+    check_unique_scores(step_scored, ("run", "policy", "bench"))
+    rollouts = as_path_list(inputs.get("rollouts"))
+    return SeedReportInputs(
+        seeds=dict(seeds), metrics={run: load_metrics(path) for run, path in zip(seeds, metrics_paths)},
+        scores=[scores for _, scores in scored], step_scores=[scores for _, scores in step_scored],
+        sft_metrics={run: load_metrics(path) for run, path in zip(seeds, as_path_list(inputs.get("sft_metrics")))},
+        rollouts=rollout_examples(rollouts[0] if rollouts else None))
+
+
+def pooled_over_seeds(score_list: Sequence[dict], cfg: ReportConfig) -> list[dict]:
+    """One scores dict per (policy, bench): the seeds' scores pooled per prompt (``pool_scores``),
+    with ``policy``, ``bench``, ``step`` and ``seed_scores`` (the per-seed dicts) kept."""
+    from stages.core.eval_metrics import pool_scores
+
+    groups: dict[tuple[str, str], list[dict]] = {}
+    for scores in score_list:
+        groups.setdefault((scores["policy"], scores["bench"]), []).append(scores)
+    pooled = []
+    for (policy, bench), members in groups.items():
+        pooled.append({**pool_scores(members, num_resamples=cfg.bootstrap_resamples, level=cfg.confidence_level),
+                       "policy": policy, "bench": bench, "step": members[0].get("step"), "seed_scores": members})
+    return pooled
+
+
+def seed_score_table(pooled: Sequence[dict], level: float) -> tuple[list[str], list[list[str]]]:
+    """Rows policy x bench: avg@n pooled over seeds with its bootstrap interval over prompts, pass@1,
+    pass@k and maj@k (largest k, mean over seeds), mean length, and the number of seeds."""
+    k_pass, k_maj = largest_k(pooled, "pass@k"), largest_k(pooled, "maj@k")
+    header = ["policy", "bench", f"avg@n pooled [{level:.0%} CI]", "pass@1", f"pass@{k_pass or 'k'}",
+              f"maj@{k_maj or 'k'}", "mean length", "seeds"]
+    rows = [[scores["policy"], scores["bench"], fmt_interval(scores["avg@n"], scores["avg@n_interval"]),
+             fmt_fraction(scores.get("pass@1")), fmt_fraction((scores.get("pass@k") or {}).get(str(k_pass))),
+             fmt_fraction((scores.get("maj@k") or {}).get(str(k_maj))), fmt_tokens(scores.get("mean_length")),
+             str(scores["num_seeds"])]
+            for scores in sorted(pooled, key=lambda s: (policy_sort_key(s["policy"]), s["bench"]))]
+    return header, rows
+
+
+def per_seed_table(pooled: Sequence[dict], seeds: dict[str, int], level: float) -> tuple[list[str], list[list[str]]]:
+    """Each seed's own avg@n (with its prompt interval), pass@1 and mean length per policy and bench,
+    then a row with the mean over seeds and its t interval across seeds."""
+    from stages.core.eval_metrics import seed_interval
+
+    header = ["policy", "bench", "seed", "run", f"avg@n [{level:.0%} CI]", "pass@1", "mean length"]
+    rows = []
+    for scores in sorted(pooled, key=lambda s: (policy_sort_key(s["policy"]), s["bench"])):
+        members = sorted(scores["seed_scores"], key=lambda s: list(seeds).index(s["run"]) if s["run"] in seeds else -1)
+        for member in members:
+            seed = str(seeds[member["run"]]) if member["run"] in seeds else "shared"
+            rows.append([scores["policy"], scores["bench"], seed, member["run"],
+                         fmt_interval(member.get("avg@n", member["pass@1"]), member.get("avg@n_interval")),
+                         fmt_fraction(member["pass@1"]), fmt_tokens(member.get("mean_length"))])
+        if len(members) > 1:
+            across = seed_interval([m.get("avg@n", m["pass@1"]) for m in members], level=level)
+            rows.append([scores["policy"], scores["bench"], "mean over seeds", f"t interval, {len(members)} seeds",
+                         fmt_interval(across["mean"], [across["low"], across["high"]]), MISSING, MISSING])
+    return header, rows
+
+
+def seed_training_bands(data: SeedReportInputs, level: float) -> dict[str, plots.SeedBand]:
+    """Per training metric: the mean over seeds at each step with its t interval across seeds."""
+    from stages.core.eval_metrics import seed_curve
+
+    bands = {}
+    for key, label in SEED_CURVES:
+        series = [metric_series(records, key) for records in data.metrics.values()]
+        if any(not steps for steps, _ in series):  # a seed that never logged it: no common curve
+            bands[label] = plots.SeedBand([], [], [], [], len(series))
+            continue
+        curve = seed_curve(series, level=level)
+        bands[label] = plots.SeedBand(curve["steps"], curve["mean"], curve["low"], curve["high"], curve["num_seeds"])
+    return bands
+
+
+def seed_training_table(bands: dict[str, plots.SeedBand], data: SeedReportInputs,
+                        level: float) -> tuple[list[str], list[list[str]]]:
+    """Per training metric, at the last step every seed logged: mean [t interval], and each seed's value."""
+    header = ["metric", "step", f"mean over seeds [{level:.0%} CI]", *[f"seed {seed}" for seed in data.seeds.values()]]
+    rows = []
+    for (key, label), band in zip(SEED_CURVES, bands.values()):
+        if not band.steps:
+            rows.append([label, MISSING, MISSING, *[MISSING] * len(data.seeds)])
+            continue
+        step = band.steps[-1]
+        per_seed = [dict(zip(*metric_series(records, key))).get(step) for records in data.metrics.values()]
+        rows.append([label, f"{step:g}", fmt_interval(band.mean[-1], [band.low[-1], band.high[-1]]),
+                     *[fmt_fraction(value) if key != "completions/mean_length" else fmt_tokens(value) for value in per_seed]])
+    return header, rows
+
+
+def seed_band_rows(bands: dict[str, plots.SeedBand]) -> tuple[list[str], list[list[str]]]:
+    """Every point of every band, for ``training_seeds.csv``."""
+    header = ["metric", "step", "mean", "low", "high", "seeds"]
+    rows = [[label, f"{step:g}", f"{mean:.6g}", "" if low is None else f"{low:.6g}", "" if high is None else f"{high:.6g}",
+             str(band.num_seeds)]
+            for label, band in bands.items() for step, mean, low, high in zip(band.steps, band.mean, band.low, band.high)]
+    return header, rows
+
+
+def seed_eval_curves(data: SeedReportInputs, cfg: ReportConfig) -> dict[str, list[plots.EvalPoint]]:
+    """Checkpoint curves with every point pooled over seeds (avg@n per prompt over seeds, bootstrap over
+    prompts): the start policy at step 0, each snapshot step, the final policy."""
+    return eval_curves(pooled_over_seeds(data.scores, cfg), pooled_over_seeds(data.step_scores, cfg), data.final_step)
+
+
+def seed_report_blocks(cfg: ReportConfig, title: str, data: SeedReportInputs) -> list[Block]:
+    level = cfg.confidence_level
+    seeds_text = ", ".join(f"`{run}` (seed {seed})" for run, seed in data.seeds.items())
+    pooled = pooled_over_seeds(data.scores, cfg)
+    bands = seed_training_bands(data, level)
+    curves = seed_eval_curves(data, cfg)
+    reflection_scores = [{**s, "policy": f"{s['run']}/{s['policy']}" if s["run"] != "base" else "base"}
+                         for s in [*data.scores, *data.step_scores]]
+    blocks = [Block("heading1", title),
+              Block("paragraph", f"Run `{cfg.run}` over {len(data.seeds)} seeds: {seeds_text}; report generated "
+                                 f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}."),
+              Block("heading2", "Evaluation (pooled over seeds)")]
+    if pooled:
+        blocks += [Block("paragraph", f"avg@n pooled: each prompt's accuracy averaged over its n samples and over the "
+                                      f"seeds, then over prompts; the interval is a percentile bootstrap over prompts "
+                                      f"({level:.0%}). The base model is shared by all seeds (evaluated once)."),
+                   Block("table", header=seed_score_table(pooled, level)[0], rows=seed_score_table(pooled, level)[1]),
+                   Block("heading2", "Evaluation per seed"),
+                   Block("paragraph", f"Each seed's own avg@n; the last row of each group is the mean over seeds with "
+                                      f"a Student-t {level:.0%} interval across seeds (seeds, not prompts, resampled)."),
+                   Block("table", header=per_seed_table(pooled, data.seeds, level)[0],
+                         rows=per_seed_table(pooled, data.seeds, level)[1])]
+    else:
+        blocks.append(Block("paragraph", "No evaluation scores were given."))
+    blocks += [Block("heading2", "Training curves across seeds"),
+               Block("paragraph", f"Mean over seeds at each step, shaded with a Student-t {level:.0%} interval of that "
+                                  "mean across seeds (wide with two or three seeds: that is the honest width)."),
+               Block("image", SEED_CURVES_FILE, alt="reward, accuracy, length and reflection rate vs step across seeds"),
+               Block("table", header=seed_training_table(bands, data, level)[0],
+                     rows=seed_training_table(bands, data, level)[1]),
+               Block("heading2", "Curves over training (checkpoints, pooled over seeds)"),
+               Block("image", "eval_curves.png", alt="accuracy, length and reflection rate vs step"),
+               Block("table", header=curve_table(curves)[0], rows=curve_table(curves)[1]),
+               Block("heading2", 'Reflection ("aha") by outcome, per seed'),
+               Block("table", header=reflection_table(reflection_scores)[0], rows=reflection_table(reflection_scores)[1]),
+               Block("heading2", f"Example completions (training rollouts of `{next(iter(data.seeds))}`)"),
+               *example_blocks(data.rollouts)]
+    return blocks
+
+
+def write_seed_plots(directory: Path, cfg: ReportConfig, data: SeedReportInputs) -> None:
+    level = cfg.confidence_level
+    bands = seed_training_bands(data, level)
+    plots.plot_seed_bands(directory / SEED_CURVES_FILE, bands, title=f"{cfg.run}: training over {len(data.seeds)} seeds",
+                          level=level)
+    mean_reflection = seed_curve_series(data, TRAINING_REFLECTION_KEY)
+    plots.plot_eval_curves(directory / "eval_curves.png", seed_eval_curves(data, cfg),
+                           title=f"{cfg.run}: evaluation over training ({len(data.seeds)} seeds pooled)",
+                           training_reflection={f"{cfg.run} (mean of seeds)": mean_reflection} if mean_reflection[0] else None)
+    pooled = pooled_over_seeds(data.scores, cfg)
+    if pooled:
+        write_csv(directory / "scores.csv", *seed_score_table(pooled, level))
+        write_csv(directory / "scores_per_seed.csv", *per_seed_table(pooled, data.seeds, level))
+    write_csv(directory / "curves.csv", *curve_table(seed_eval_curves(data, cfg)))
+    write_csv(directory / "training_seeds.csv", *seed_band_rows(bands))
+
+
+def seed_curve_series(data: SeedReportInputs, key: str) -> plots.Series:
+    """The mean over seeds of one training metric at the steps every seed logged (empty when some seed lacks it)."""
+    from stages.core.eval_metrics import seed_curve
+
+    series = [metric_series(records, key) for records in data.metrics.values()]
+    if any(not steps for steps, _ in series):
+        return [], []
+    curve = seed_curve(series)
+    return curve["steps"], curve["mean"]
+
+
+def write_seed_report(outputs: dict, cfg: ReportConfig, inputs: dict, config: dict, started_at: float) -> None:
+    data = read_seed_report_inputs(inputs, cfg.seeds)
+    title = cfg.title or f"R1-Zero run report: {cfg.run} ({len(data.seeds)} seeds)"
+    blocks = seed_report_blocks(cfg, title, data)
+    with atomic_directory(outputs["report"]) as directory:
+        write_seed_plots(directory, cfg, data)
+        write_text_atomic(directory / "report.md", render_markdown(blocks))
+        if "html" in cfg.formats:
+            write_text_atomic(directory / "report.html", render_html(blocks, directory, title))
+        files = sorted(p.name for p in directory.iterdir() if not p.name.startswith("."))
+        write_json_atomic(directory / "meta.json", provenance(stage="report", config=config, inputs=inputs,
+                                                              started_at=started_at, extra={"files": files}))
+    LOG.info("report for run %s over %d seeds written to %s", cfg.run, len(data.seeds), outputs["report"])
+
+
 def parse_config(config: dict, model: type[BaseModel], stage: str) -> BaseModel:
     """Validate a stage config (keys starting with ``_`` are runtime settings and ignored)."""
     try:
@@ -605,6 +842,9 @@ def main(config: dict, inputs: dict, outputs: dict) -> None:
         raise ValueError("report: output 'report' (the report directory) is required")
     if cfg.run is None:
         cfg = cfg.model_copy(update={"run": Path(outputs["report"]).resolve().parent.name})
+    if cfg.seeds:
+        write_seed_report(outputs, cfg, inputs, config, started_at)
+        return
     data = read_report_inputs(inputs)
     title = cfg.title or f"R1-Zero run report: {cfg.run}"
     blocks = report_blocks(cfg, title, data)

@@ -41,13 +41,54 @@ rule report:
         "{params.step_scores} {params.sft} --input rollouts={params.rollouts} --output report={output.report} 2> {log}"
 
 
+# A seeded run (runs.<run>.seeds): one report at results/{group}/report over all its seed runs.
+rule report_seeds:
+    input:
+        snapshot=P.config_snapshot("report/{group}"),
+        code=W.stage_code("stages.report"),
+        metrics=lambda wildcards: [P.grpo_metrics(run) for run in W.seed_runs(wildcards.group)],
+        scores=lambda wildcards: W.scores_of_group(wildcards.group),
+        step_scores=lambda wildcards: W.step_scores_of_group(wildcards.group),
+        sft=lambda wildcards: [P.sft_model(run) for run in W.seed_runs(wildcards.group) if W.cfg.runs[run].sft],
+    output:
+        report=report(
+            directory(P.report("{group}")),
+            patterns=REPORT_ITEMS,
+            caption="../report/seeds_report.rst",
+            category="Runs",
+            subcategory="{group}",
+        ),
+    log:
+        P.log("report", "{group}"),
+    benchmark:
+        P.benchmark("report", "{group}")
+    wildcard_constraints:
+        group=wildcard_pattern(W.cfg.seed_groups()),
+    conda:
+        CONDA_ENV
+    resources:
+        **W.resources("light"),
+    params:
+        metrics=lambda wildcards, input: " ".join(f"--input metrics={path}" for path in input.metrics),
+        scores=lambda wildcards, input: " ".join(f"--input scores={path}" for path in input.scores),
+        step_scores=lambda wildcards, input: " ".join(f"--input step_scores={path}" for path in input.step_scores),
+        sft=lambda wildcards, input: " ".join(f"--input sft_metrics={path}/sft_metrics.jsonl" for path in input.sft),
+        rollouts=lambda wildcards: " ".join(
+            f"--input rollouts={P.grpo_scratch(run)}/rollouts" for run in W.seed_runs(wildcards.group)
+        ),
+    shell:
+        "python -m stages.report --config {input.snapshot} {params.metrics} {params.scores} {params.step_scores} "
+        "{params.sft} {params.rollouts} --output report={output.report} 2> {log}"
+
+
 rule compare:
     input:
         snapshot=P.config_snapshot("compare"),
         code=W.stage_code("stages.compare"),
-        metrics=[P.grpo_metrics(run) for run in W.compare_runs()],
-        scores=sorted({path for run in W.compare_runs() for path in W.scores_of_run(run)}),
-        step_scores=[path for run in W.compare_runs() for path in W.step_scores_of_run(run)],
+        # One metrics file per run compared, or per seed run of a seeded run, in that order.
+        metrics=[P.grpo_metrics(run) for run in W.compare_members()],
+        scores=sorted({path for run in W.compare_members() for path in W.scores_of_run(run)}),
+        step_scores=[path for run in W.compare_members() for path in W.step_scores_of_run(run)],
     output:
         report=report(
             directory(P.compare(W.cfg.compare.name)),

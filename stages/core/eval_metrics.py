@@ -328,7 +328,8 @@ def summarise_samples(samples: Sequence[dict], ks: Sequence[int], *, equivalent:
 def pool_scores(score_list: Sequence[dict], *, num_resamples: int = 1000, level: float = 0.95, seed: int = 0) -> dict:
     """One policy's scores over several runs (seeds) of the same bench, as one scores dict: avg@n
     and its bootstrap interval over prompts from the per-prompt means across seeds
-    (``pool_per_prompt``), the other numbers (lengths, rates) averaged over the runs.
+    (``pool_per_prompt``), the other numbers (pass@1, pass@k and maj@k for the ks every run has,
+    lengths, rates) averaged over the runs.
 
     Example:
         >>> seeds = [{"per_prompt": {"a": 1.0, "b": 0.0}, "mean_length": 10.0}, {"per_prompt": {"a": 0.5, "b": 0.5}, "mean_length": 20.0}]
@@ -343,10 +344,102 @@ def pool_scores(score_list: Sequence[dict], *, num_resamples: int = 1000, level:
         raise ValueError(f"pool_scores: scores {missing} have no per_prompt results (rescore them)")
     per_prompt = pool_per_prompt([scores["per_prompt"] for scores in score_list])
     values = list(per_prompt.values())
-    pooled = {key: float(np.mean([s[key] for s in score_list])) for key in ("mean_length", "format_rate", "truncation_rate")
+    pooled = {key: float(np.mean([s[key] for s in score_list]))
+              for key in ("pass@1", "mean_length", "format_rate", "truncation_rate")
               if all(isinstance(s.get(key), (int, float)) for s in score_list)}
+    for table in ("pass@k", "maj@k"):  # the ks every seed has
+        ks = set.intersection(*[{k for k, v in (s.get(table) or {}).items() if isinstance(v, (int, float))}
+                                for s in score_list])
+        pooled[table] = {k: float(np.mean([s[table][k] for s in score_list])) for k in sorted(ks, key=int)}
     rates = [((s.get("reflection") or {}).get("all") or {}).get("reflection_rate") for s in score_list]
     if all(isinstance(rate, (int, float)) for rate in rates):
         pooled["reflection"] = {"all": {"reflection_rate": float(np.mean(rates))}}
     return {**pooled, "avg@n": float(np.mean(values)), "per_prompt": per_prompt, "num_seeds": len(score_list),
             "avg@n_interval": list(bootstrap_interval(values, num_resamples=num_resamples, level=level, seed=seed))}
+
+
+# ----------------------------------------------------------------------------- across seeds
+
+def student_t_quantile(probability: float, dof: int) -> float:
+    """The ``probability`` quantile (> 0.5) of Student's t with ``dof`` (integer) degrees of freedom.
+
+    Two or three seeds give 1-2 degrees of freedom, where the normal quantile (1.96) would
+    understate the interval by a factor of 2-6. Solved by bisection on the closed-form CDF for
+    integer dof (Abramowitz & Stegun 26.7.3-4), so no scipy is needed.
+
+    Example:
+        >>> round(student_t_quantile(0.975, 1), 3), round(student_t_quantile(0.975, 2), 3), round(student_t_quantile(0.975, 4), 3)
+        (12.706, 4.303, 2.776)
+    """
+    if not 0.5 < probability < 1:
+        raise ValueError(f"student_t_quantile: probability must be in (0.5, 1), got {probability}")
+    if isinstance(dof, bool) or not isinstance(dof, int) or dof < 1:
+        raise ValueError(f"student_t_quantile: dof must be a positive int, got {dof!r}")
+    central = 2 * probability - 1  # P(|T| < t)
+    low, high = 0.0, 1.0
+    while _t_central_mass(high, dof) < central:
+        high *= 2
+    for _ in range(200):
+        middle = (low + high) / 2
+        low, high = (middle, high) if _t_central_mass(middle, dof) < central else (low, middle)
+    return (low + high) / 2
+
+
+def _t_central_mass(t: float, dof: int) -> float:
+    """P(|T| < t) for Student's t with integer ``dof`` (A&S 26.7.3 odd dof, 26.7.4 even dof)."""
+    theta = np.arctan(t / np.sqrt(dof))
+    cos2 = np.cos(theta) ** 2
+    if dof % 2 == 1:
+        term, total = 1.0, 1.0 if dof > 1 else 0.0
+        for j in range(1, (dof - 3) // 2 + 1):  # 1 + (2/3)c^2 + (2*4)/(3*5)c^4 + ... up to c^(dof-3)
+            term *= (2 * j) / (2 * j + 1) * cos2
+            total += term
+        return float(2 / np.pi * (theta + np.sin(theta) * np.cos(theta) * total))
+    term, total = 1.0, 1.0
+    for j in range(1, (dof - 2) // 2 + 1):  # 1 + (1/2)c^2 + (1*3)/(2*4)c^4 + ... up to c^(dof-2)
+        term *= (2 * j - 1) / (2 * j) * cos2
+        total += term
+    return float(np.sin(theta) * total)
+
+
+def seed_interval(values: Sequence[float], *, level: float = 0.95) -> dict:
+    """Mean of one number over seeds with a Student-t interval of that mean.
+
+    ``mean +- t_{(1+level)/2, n-1} * sd / sqrt(n)`` (sample sd, n - 1 in the denominator). The
+    seeds are the unit of replication here (a training run each), unlike the prompt bootstrap of
+    a single score. With one seed there is no interval (``low``/``high`` None).
+
+    Example:
+        >>> result = seed_interval([0.2, 0.4])  # sd 0.1414, se 0.1, t(0.975, 1) = 12.706
+        >>> round(result["mean"], 3), round(result["low"], 4), round(result["high"], 4), result["num_seeds"]
+        (0.3, -0.9706, 1.5706, 2)
+        >>> seed_interval([0.5])
+        {'mean': 0.5, 'low': None, 'high': None, 'num_seeds': 1}
+    """
+    array = _checked_values(values, "seed_interval")
+    mean = float(array.mean())
+    if len(array) == 1:
+        return {"mean": mean, "low": None, "high": None, "num_seeds": 1}
+    half_width = student_t_quantile((1 + level) / 2, len(array) - 1) * float(array.std(ddof=1)) / float(np.sqrt(len(array)))
+    return {"mean": mean, "low": mean - half_width, "high": mean + half_width, "num_seeds": len(array)}
+
+
+def seed_curve(series_by_seed: Sequence[tuple[Sequence[float], Sequence[float]]], *, level: float = 0.95) -> dict:
+    """A training curve over seeds: at each step every seed logged, the mean and its t interval.
+
+    ``series_by_seed`` holds one (steps, values) pair per seed. Steps some seed lacks are left
+    out, so each point averages the same seeds. Returns lists ``steps``, ``mean``, ``low``,
+    ``high`` (``low``/``high`` None with one seed) and ``num_seeds``.
+
+    Example:
+        >>> curve = seed_curve([([0, 1, 2], [0.0, 0.2, 0.4]), ([0, 1], [0.2, 0.4])])
+        >>> curve["steps"], [round(v, 3) for v in curve["mean"]], curve["num_seeds"]
+        ([0, 1], [0.1, 0.3], 2)
+    """
+    if not series_by_seed:
+        raise ValueError("seed_curve: no seeds given")
+    by_seed = [dict(zip(steps, values)) for steps, values in series_by_seed]
+    shared = sorted(set(by_seed[0]).intersection(*by_seed[1:]))
+    points = [seed_interval([values[step] for values in by_seed], level=level) for step in shared]
+    return {"steps": shared, "mean": [p["mean"] for p in points], "low": [p["low"] for p in points],
+            "high": [p["high"] for p in points], "num_seeds": len(by_seed)}

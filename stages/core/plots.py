@@ -269,3 +269,52 @@ def _plot_optional(axis, points: Sequence[EvalPoint], name: str, color: str, lab
     kept = [point for point in points if getattr(point, name) is not None]
     if kept:
         axis.plot([p.step for p in kept], [getattr(p, name) for p in kept], color=color, marker="o", label=label)
+
+
+@dataclass(frozen=True)
+class SeedBand:
+    """A training curve over seeds (``eval_metrics.seed_curve``): the mean per step and its interval
+    (``low``/``high`` None where one seed gives no interval)."""
+
+    steps: Sequence[float]
+    mean: Sequence[float]
+    low: Sequence[float | None]
+    high: Sequence[float | None]
+    num_seeds: int
+
+
+def plot_seed_bands(path: str | os.PathLike, panels: dict[str, SeedBand], title: str = "", level: float = 0.95) -> None:
+    """One panel per metric (label -> band): the mean over seeds, with its interval shaded.
+
+    Mean and bounds get the same light moving average as the single-run curves, so the band
+    follows the line drawn.
+
+    Example:
+        >>> import tempfile, os
+        >>> out = os.path.join(tempfile.mkdtemp(), "s.png")
+        >>> plot_seed_bands(out, {"reward": SeedBand([0, 1], [0.1, 0.3], [0.0, 0.1], [0.2, 0.5], 2), "accuracy": SeedBand([], [], [], [], 2)})
+        >>> open(out, "rb").read(4)
+        b'\\x89PNG'
+    """
+    figure, axes = _new_figure(num_rows=max(1, len(panels)), height_in=2.4 * max(1, len(panels)))
+    for index, (axis, (label, band)) in enumerate(zip(axes, panels.items())):
+        color = f"C{index % 10}"
+        if len(band.steps) == 0:
+            _no_data(axis, label)
+            axis.set_ylabel(label)
+            continue
+        window = smoothing_window(len(band.mean))
+        smoothed = f" (mean of {window} steps)" if window > 1 else ""
+        axis.plot(band.steps, moving_average(band.mean, window), color=color, linewidth=2,
+                  label=f"mean of {band.num_seeds} seeds{smoothed}")
+        bounded = [i for i, (low, high) in enumerate(zip(band.low, band.high)) if low is not None and high is not None]
+        if bounded:
+            axis.fill_between([band.steps[i] for i in bounded], moving_average([band.low[i] for i in bounded], window),
+                              moving_average([band.high[i] for i in bounded], window), color=color, alpha=RAW_ALPHA,
+                              linewidth=0, label=f"{level:.0%} interval across seeds")
+        axis.set_ylabel(label)
+        axis.legend(loc="best", fontsize="small")
+    axes[-1].set_xlabel("GRPO step")
+    if title:
+        figure.suptitle(title)
+    _save(figure, path)

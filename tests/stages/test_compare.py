@@ -70,7 +70,7 @@ def test_compare_table_rows(built):
     table = parse_tables((built / "compare.md").read_text())[0]
     assert [row["run/policy"] for row in table] == ["base", "run_a/sft", "run_a/grpo", "run_b/grpo"]
     rows = {row["run/policy"]: row for row in table}
-    assert rows["base"] == {"run/policy": "base", "countdown pass@1": "0.125", "countdown pass@4": "0.375",
+    assert rows["base"] == {"run/policy": "base", "seeds": "1", "countdown pass@1": "0.125", "countdown pass@4": "0.375",
                             "countdown maj@4": "0.250", "countdown mean length": "40.0", "math pass@1": "0.062",
                             "math pass@4": "0.250", "math maj@4": "0.000", "math mean length": "45.0",
                             "countdown avg@n [95% CI]": "n/a", "math avg@n [95% CI]": "n/a"}
