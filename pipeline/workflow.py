@@ -131,7 +131,7 @@ class Workflow:
         figures are defaults for the embedded scale; a profile's ``set-resources`` overrides them.
         """
         mem_mb, runtime_min = STAGE_RESOURCES[kind]
-        if any(model.kind == "hf" for model in self.cfg.models.values()):
+        if kind != "light" and any(model.kind == "hf" for model in self.cfg.models.values()):
             mem_mb = max(mem_mb, HUB_MODEL_MEM_MB)
         return {"mem_mb": mem_mb, "runtime": runtime_min, "gpu": 1 if self.uses_gpu and kind != "light" else 0}
 
