@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import copy
+import re
 from pathlib import Path
 
 import pytest
@@ -144,3 +145,98 @@ def test_check_config_show_prints_the_merged_config(tmp_path, capsys):
     assert main(["check-config", str(path), "--show"]) == 0
     shown = yaml.safe_load(capsys.readouterr().out)
     assert shown["runs"]["r1zero"]["grpo"]["steps"] == 7 and "coldstart" in shown["runs"] and "datasets" in shown
+
+
+# ----------------------------------------------------------------------------- seeds
+
+def _seeded(r1zero_seeds, coldstart_seeds=None):
+    raw = _default()
+    raw["runs"]["r1zero"]["seeds"] = r1zero_seeds
+    if coldstart_seeds is not None:
+        raw["runs"]["coldstart"]["seeds"] = coldstart_seeds
+    return validate_config(raw)
+
+
+def test_seeds_expand_into_one_run_per_seed_with_its_seed():
+    cfg = _seeded([0, 1, 2], coldstart_seeds=[7])
+    assert list(cfg.runs) == ["r1zero-seed0", "r1zero-seed1", "r1zero-seed2", "coldstart-seed7"]
+    assert [cfg.runs[f"r1zero-seed{k}"].grpo.seed for k in (0, 1, 2)] == [0, 1, 2]
+    assert cfg.runs["coldstart-seed7"].sft.seed == 7 and cfg.runs["coldstart-seed7"].grpo.seed == 7, "SFT is seeded too"
+    assert cfg.runs["r1zero-seed1"].grpo.steps == 160, "every other setting is the run's"
+    assert cfg.seed_groups() == {"r1zero": ["r1zero-seed0", "r1zero-seed1", "r1zero-seed2"], "coldstart": ["coldstart-seed7"]}
+    assert cfg.report_units()["r1zero"] == ["r1zero-seed0", "r1zero-seed1", "r1zero-seed2"]
+
+
+def test_without_seeds_nothing_changes():
+    cfg = validate_config(_default())
+    assert list(cfg.runs) == ["r1zero", "coldstart"] and cfg.seed_groups() == {}
+    assert cfg.report_units() == {"r1zero": ["r1zero"], "coldstart": ["coldstart"]}
+    assert "members" not in stage_snapshots(cfg)["compare"], "an unseeded config keeps its compare snapshot"
+
+
+def test_adding_a_seed_changes_only_that_seeds_and_the_aggregating_snapshots():
+    before, after = stage_snapshots(_seeded([0, 1])), stage_snapshots(_seeded([0, 1, 2]))
+    assert {key for key in before if before[key] != after[key]} == {"report/r1zero", "compare"}
+    assert set(after) - set(before) == {"runs/r1zero-seed2/grpo"}
+    assert after["report/r1zero"]["seeds"] == {"r1zero-seed0": 0, "r1zero-seed1": 1, "r1zero-seed2": 2}
+    assert after["compare"]["members"] == {"r1zero": ["r1zero-seed0", "r1zero-seed1", "r1zero-seed2"]}
+    assert after["compare"]["runs"] == ["coldstart", "r1zero"]
+
+
+SEED_ERRORS = [
+    ([0, 1, 0], "runs.r1zero: seeds: [0] listed twice", "a seed listed twice"),
+    ([0, "1"], "runs.r1zero.seeds.1: Input should be a valid integer", "a seed that is not an int"),
+    ([True], "runs.r1zero.seeds.0: Input should be a valid integer", "a bool is not a seed"),
+    ([], "runs.r1zero.seeds: List should have at least 1 item", "an empty list"),
+]
+
+
+@pytest.mark.parametrize("seeds,expected,reason", SEED_ERRORS, ids=[e[2] for e in SEED_ERRORS])
+def test_bad_seeds_are_named(seeds, expected, reason):
+    with pytest.raises(ConfigError, match=re.escape(expected)):
+        _seeded(seeds)
+
+
+def test_a_seed_run_name_may_not_collide_with_another_run():
+    raw = _default()
+    raw["runs"]["r1zero"]["seeds"] = [0]
+    raw["runs"]["r1zero-seed0"] = copy.deepcopy(raw["runs"]["coldstart"])
+    with pytest.raises(ConfigError, match=re.escape("runs.r1zero.seeds: seed 0 would be the run 'r1zero-seed0', "
+                                                    "which the config already has")) as error:
+        validate_config(raw)
+    assert "(got {" not in str(error.value), "the whole config is not echoed"
+
+
+def test_a_seeded_run_may_not_share_its_name_with_a_run():
+    raw = _default()
+    raw["runs"]["other"] = {**copy.deepcopy(raw["runs"]["r1zero"]), "seed_of": "coldstart"}
+    with pytest.raises(ConfigError, match="runs.other.seed_of: 'coldstart' is also the name of a run"):
+        validate_config(raw)
+
+
+def test_compare_names_a_seeded_run_by_its_name():
+    raw = _default()
+    raw["runs"]["r1zero"]["seeds"] = [0, 1]
+    raw["compare"] = {"runs": ["r1zero", "coldstart"]}
+    assert stage_snapshots(validate_config(raw))["compare"]["runs"] == ["r1zero", "coldstart"]
+    raw["compare"] = {"runs": ["r1zero-seed5"]}
+    with pytest.raises(ConfigError, match="compare.runs: unknown run 'r1zero-seed5'; known: coldstart, r1zero"):
+        validate_config(raw)
+
+
+def test_the_expanded_config_validates_again_unchanged():
+    cfg = _seeded([0, 1])
+    dumped = cfg.model_dump(mode="json")
+    again = validate_config(copy.deepcopy(dumped))
+    assert again.model_dump(mode="json") == dumped and again.seed_groups() == cfg.seed_groups()
+
+
+def test_check_config_show_prints_the_seed_runs(tmp_path, capsys):
+    from pipeline.cli import main
+
+    path = tmp_path / "seeds.yaml"
+    path.write_text("runs:\n  r1zero:\n    seeds: [0, 3]\n")
+    assert main(["check-config", str(path), "--show"]) == 0
+    shown = yaml.safe_load(capsys.readouterr().out)
+    assert list(shown["runs"]) == ["r1zero-seed0", "r1zero-seed3", "coldstart"]
+    assert shown["runs"]["r1zero-seed3"]["grpo"]["seed"] == 3 and shown["runs"]["r1zero-seed3"]["seed_of"] == "r1zero"

@@ -276,3 +276,82 @@ def test_snapshot_scores_are_curves_not_rows(significance_dir):
 def test_scores_without_per_prompt_results_are_not_judged():
     result = compare.significance([{"avg@n": 0.5}], [{"avg@n": 0.4, "per_prompt": {"a": 0.4}}])
     assert result is None
+
+
+# ----------------------------------------------------------------------------- seeds
+
+def scores_file(root: Path, run: str, policy: str, per_prompt: dict[str, float]) -> str:
+    """results/{run}/eval/{policy}/cd/scores.json with avg@n per prompt (run from the path)."""
+    mean = sum(per_prompt.values()) / len(per_prompt)
+    path = root / run / "eval" / policy / "cd" / "scores.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"policy": policy, "bench": "cd", "pass@1": mean, "avg@n": mean, "per_prompt": per_prompt,
+                                "avg@n_interval": [0.0, 1.0], "mean_length": 10.0}))
+    return str(path)
+
+
+def metrics_file(root: Path, run: str, accuracy: list[float]) -> str:
+    path = root / run / "grpo" / "metrics.jsonl"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(json.dumps({"step": step, "accuracy": value, "reward/total": value}) + "\n"
+                            for step, value in enumerate(accuracy)))
+    return str(path)
+
+
+@pytest.fixture(scope="module")
+def seeded(tmp_path_factory) -> Path:
+    """Seeded run "good" (seeds: every prompt right / half right) against the unseeded "plain" (20 prompts)."""
+    root = tmp_path_factory.mktemp("seeded")
+    prompts = [f"p{i}" for i in range(20)]
+    scores = [scores_file(root, "good-seed0", "grpo", {p: 1.0 for p in prompts}),
+              scores_file(root, "good-seed1", "grpo", {p: float(i % 2) for i, p in enumerate(prompts)}),
+              scores_file(root, "plain", "grpo", {p: 0.25 for p in prompts})]
+    metrics = [metrics_file(root, "good-seed0", [0.2, 0.4]), metrics_file(root, "good-seed1", [0.4, 0.6, 0.8]),
+               metrics_file(root, "plain", [0.1, 0.1])]
+    out = root / "compare" / "seeds"
+    compare.main({"runs": ["good", "plain"], "members": {"good": ["good-seed0", "good-seed1"]}},
+                 {"metrics": metrics, "scores": scores}, {"report": str(out)})
+    return out
+
+
+def test_seeded_run_is_one_row_pooled_over_its_seeds(seeded):
+    table = parse_tables((seeded / "compare.md").read_text())[0]
+    rows = {row["run/policy"]: row for row in table}
+    assert list(rows) == ["good/grpo", "plain/grpo"]
+    assert rows["good/grpo"]["seeds"] == "2" and rows["plain/grpo"]["seeds"] == "1"
+    assert rows["good/grpo"]["cd pass@1"] == "0.750", "seed 0 at 1.0, seed 1 at 0.5"
+
+
+def test_significance_pools_every_seed_per_prompt(seeded):
+    significance = [row for row in parse_tables((seeded / "compare.md").read_text()) if row and "verdict" in row[0]][0]
+    row = significance[0]
+    # Pooled per prompt: 1.0 on even prompts, 0.5 on odd ones; minus plain's 0.25 -> 0.75 / 0.25, mean 0.5.
+    assert (row["A"], row["B"], row["A avg@n"]) == ("good/grpo", "plain/grpo", "0.750")
+    assert row["A - B [95% CI]"].startswith("+0.500 [") and row["verdict"] == "significant"
+    assert row["prompts"] == "20"
+
+
+def test_seeded_training_curves_are_the_mean_over_seeds(seeded):
+    table = [table for table in parse_tables((seeded / "compare.md").read_text()) if table and "steps" in table[0]][0]
+    training = {row["run"]: row for row in table}
+    # Steps both seeds logged: 0 and 1; mean accuracy 0.3 and 0.5.
+    assert training["good"]["steps"] == "2" and training["good"]["last accuracy"] == "0.500"
+
+
+def test_pool_seeds_keeps_other_runs_and_the_seed_scores():
+    seeds = [{"run": "g-seed0", "policy": "grpo", "bench": "b", "pass@1": 1.0, "per_prompt": {"p": 1.0}},
+             {"run": "g-seed1", "policy": "grpo", "bench": "b", "pass@1": 0.0, "per_prompt": {"p": 0.0}}]
+    other = {"run": "base", "policy": "base", "bench": "b", "pass@1": 0.2}
+    pooled = compare.pool_seeds([*seeds, other], {"g": ["g-seed0", "g-seed1"]})
+    assert pooled[0] is other
+    assert pooled[1]["run"] == "g" and pooled[1]["avg@n"] == 0.5 and pooled[1]["seed_scores"] == seeds
+
+
+@pytest.mark.parametrize("config, inputs, message", [
+    ({"runs": ["good"], "members": {"good": ["good-seed0", "good-seed1"]}}, {"metrics": ["m"]},
+     "1 'metrics' inputs for 2 runs ['good-seed0', 'good-seed1']"),
+    ({"runs": ["a"], "members": {"b": ["b-seed0"]}}, {}, "members given for ['b'], which are not among runs ['a']"),
+])
+def test_seed_members_errors_are_named(tmp_path, config, inputs, message):
+    with pytest.raises(ValueError, match=re.escape(message)):
+        compare.main(config, inputs, {"report": str(tmp_path / "out")})

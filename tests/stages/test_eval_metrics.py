@@ -311,3 +311,51 @@ def test_pool_scores_over_seeds():
     assert low < 0.75 < high
     with pytest.raises(ValueError, match=r"scores \[0\] have no per_prompt"):
         pool_scores([{"avg@n": 0.5}])
+
+
+# ----------------------------------------------------------------------------- across seeds
+
+@pytest.mark.parametrize("probability, dof, expected, reason", [
+    (0.975, 1, 12.7062, "Cauchy: tan(0.475 pi)"),
+    (0.975, 2, 4.3027, "closed form (2p - 1) / sqrt(2p(1 - p))"),
+    (0.975, 3, 3.1824, "table value"),
+    (0.975, 9, 2.2622, "table value"),
+    (0.95, 4, 2.1318, "table value, a 90% interval"),
+    (0.975, 200, 1.9719, "near the normal 1.96"),
+])
+def test_student_t_quantile_matches_tables(probability, dof, expected, reason):
+    assert eval_metrics.student_t_quantile(probability, dof) == pytest.approx(expected, abs=1e-4), reason
+
+
+@pytest.mark.parametrize("probability, dof", [(0.5, 2), (1.0, 2), (0.975, 0), (0.975, 1.5), (0.975, True)])
+def test_student_t_quantile_rejects_bad_arguments(probability, dof):
+    with pytest.raises(ValueError, match="student_t_quantile"):
+        eval_metrics.student_t_quantile(probability, dof)
+
+
+def test_seed_interval_hand_computed():
+    # Three seeds 0.1, 0.2, 0.6: mean 0.3, sd sqrt(0.07), se sqrt(0.07 / 3) = 0.152753; t(0.975, 2) = 4.302653.
+    result = eval_metrics.seed_interval([0.1, 0.2, 0.6])
+    assert result["mean"] == pytest.approx(0.3) and result["num_seeds"] == 3
+    assert result["low"] == pytest.approx(0.3 - 4.302653 * 0.152753, abs=1e-5)
+    assert result["high"] == pytest.approx(0.3 + 4.302653 * 0.152753, abs=1e-5)
+    same = eval_metrics.seed_interval([0.4, 0.4])
+    assert (same["low"], same["high"]) == (pytest.approx(0.4), pytest.approx(0.4)), "no spread, no width"
+    with pytest.raises(ValueError, match="seed_interval"):
+        eval_metrics.seed_interval([])
+
+
+def test_seed_curve_uses_steps_every_seed_logged():
+    curve = eval_metrics.seed_curve([([0, 1, 2], [0.0, 0.2, 0.4]), ([1, 2, 3], [0.4, 0.6, 0.8])])
+    assert curve["steps"] == [1, 2] and curve["mean"] == pytest.approx([0.3, 0.5])
+    assert curve["low"][0] == pytest.approx(0.3 - 12.7062 * 0.1, abs=1e-4)
+    single = eval_metrics.seed_curve([([0, 1], [0.1, 0.2])])
+    assert single["low"] == [None, None] and single["num_seeds"] == 1
+
+
+def test_pool_scores_averages_pass_and_maj_tables_over_the_ks_every_seed_has():
+    seeds = [{"per_prompt": {"a": 1.0, "b": 0.0}, "pass@1": 0.5, "pass@k": {"1": 0.5, "4": 0.75}, "maj@k": {"1": 0.5}},
+             {"per_prompt": {"a": 0.0, "b": 0.0}, "pass@1": 0.0, "pass@k": {"1": 0.0}, "maj@k": {"1": 0.0}}]
+    pooled = eval_metrics.pool_scores(seeds)
+    assert pooled["pass@1"] == 0.25 and pooled["pass@k"] == {"1": 0.25} and pooled["maj@k"] == {"1": 0.25}
+    assert pooled["avg@n"] == 0.25 and pooled["per_prompt"] == {"a": 0.5, "b": 0.0}

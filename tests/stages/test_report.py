@@ -372,3 +372,121 @@ def test_step_scores_need_a_step(tmp_path):
     with pytest.raises(ValueError, match=r"bad\.json: missing field 'step'"):
         report.main({}, {"metrics": str(metrics), "step_scores": [bad]}, {"report": str(tmp_path / "r" / "report")})
     assert not (tmp_path / "r" / "report").exists()
+
+
+# ----------------------------------------------------------------------------- several seeds
+
+SEEDS = {"r-seed0": 0, "r-seed1": 1}
+
+
+def write_jsonl(path: Path, records: list[dict]) -> str:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(json.dumps(record) + "\n" for record in records))
+    return str(path)
+
+
+def seed_scores(run: str, policy: str, per_prompt: dict[str, float], step: int | None = None, length: float = 10.0) -> dict:
+    mean = sum(per_prompt.values()) / len(per_prompt)
+    return {"run": run, "policy": policy, "bench": "cd", "step": step, "pass@1": mean, "avg@n": mean,
+            "avg@n_interval": [0.0, 1.0], "per_prompt": per_prompt, "pass@k": {"1": mean}, "maj@k": {"1": mean},
+            "mean_length": length, "reflection": {"all": {"num": 4, "reflection_rate": 0.5, "think_chars": 1.0,
+                                                          "answer_chars": 1.0}}}
+
+
+@pytest.fixture(scope="module")
+def seed_report(tmp_path_factory) -> Path:
+    """Two seeds, hand-chosen so every aggregate is easy to compute by hand:
+
+    training (reward/total, accuracy, mean length, reflection rate) at steps 0, 1 (seed 0 also at 2):
+        seed 0: 0.0, 0.2 (0.4);  seed 1: 0.2, 0.4  -> mean 0.1, 0.3 on the shared steps 0, 1
+    final grpo per prompt: seed 0 {a: 1.0, b: 0.5}, seed 1 {a: 0.5, b: 0.0} -> pooled {a: 0.75, b: 0.25}
+    snapshot step 1:       seed 0 {a: 0.5, b: 0.5}, seed 1 {a: 0.5, b: 0.0} -> pooled {a: 0.5, b: 0.25}
+    """
+    root = tmp_path_factory.mktemp("seeds")
+    curves = {"r-seed0": [0.0, 0.2, 0.4], "r-seed1": [0.2, 0.4]}
+    metrics = [write_jsonl(root / run / "metrics.jsonl",
+                           [{"step": step, "reward/total": value, "accuracy": value, "completions/mean_length": 100 * value,
+                             "completions/reflection_rate": value} for step, value in enumerate(values)])
+               for run, values in curves.items()]
+    scores = {"base": seed_scores("base", "base", {"a": 0.0, "b": 0.0}),
+              "g0": seed_scores("r-seed0", "grpo", {"a": 1.0, "b": 0.5}, length=10.0),
+              "g1": seed_scores("r-seed1", "grpo", {"a": 0.5, "b": 0.0}, length=30.0),
+              "s0": seed_scores("r-seed0", "step_000001", {"a": 0.5, "b": 0.5}, step=1),
+              "s1": seed_scores("r-seed1", "step_000001", {"a": 0.5, "b": 0.0}, step=1)}
+    paths = {name: write_jsonl(root / "scores" / f"{name}.json", [value]) for name, value in scores.items()}
+    inputs = {"metrics": metrics, "scores": [paths["base"], paths["g0"], paths["g1"]],
+              "step_scores": [paths["s0"], paths["s1"]]}
+    out = root / "r" / "report"
+    report.main({"seeds": SEEDS, "formats": ["md", "html"], "bootstrap_resamples": 1000}, inputs, {"report": str(out)})
+    return out
+
+
+def tables_by_first_header(markdown: str) -> dict[str, list[dict[str, str]]]:
+    return {", ".join(list(table[0])[:3]): table for table in parse_tables(markdown) if table}
+
+
+def test_seed_report_files(seed_report):
+    names = sorted(p.name for p in seed_report.iterdir())
+    assert names == sorted(["report.md", "report.html", "meta.json", "training_seeds.png", "eval_curves.png",
+                            "scores.csv", "scores_per_seed.csv", "curves.csv", "training_seeds.csv"])
+    assert png_size(seed_report / "training_seeds.png") == (800, 4 * 240), "one panel per training metric"
+    markdown = (seed_report / "report.md").read_text()
+    assert markdown.startswith("# R1-Zero run report: r (2 seeds)\n"), "the run is the directory above the output"
+    assert "`r-seed0` (seed 0), `r-seed1` (seed 1)" in markdown
+
+
+def test_seed_report_pools_final_scores_over_seeds(seed_report):
+    tables = tables_by_first_header((seed_report / "report.md").read_text())
+    pooled = {row["policy"]: row for row in tables["policy, bench, avg@n pooled [95% CI]"]}
+    # Pooled per prompt {a: 0.75, b: 0.25}: mean 0.5; a bootstrap over two prompts only ever gives
+    # 0.25, 0.5 or 0.75, each end with chance 1/4, so the 95% interval is [0.25, 0.75].
+    assert pooled["grpo"]["avg@n pooled [95% CI]"] == "0.500 [0.250, 0.750]"
+    assert pooled["grpo"]["mean length"] == "20.0" and pooled["grpo"]["seeds"] == "2"
+    assert pooled["base"]["seeds"] == "1", "the base model is shared: evaluated once"
+
+
+def test_seed_report_per_seed_table_and_t_interval_across_seeds(seed_report):
+    rows = tables_by_first_header((seed_report / "report.md").read_text())["policy, bench, seed"]
+    grpo = [row for row in rows if row["policy"] == "grpo"]
+    assert [(row["seed"], row["avg@n [95% CI]"]) for row in grpo[:2]] == [("0", "0.750 [0.000, 1.000]"),
+                                                                          ("1", "0.250 [0.000, 1.000]")]
+    # Seeds 0.75 and 0.25: mean 0.5, sd 0.3536, se 0.25, t(0.975, 1) = 12.706 -> 0.5 +- 3.1766.
+    assert grpo[2]["seed"] == "mean over seeds" and grpo[2]["avg@n [95% CI]"] == "0.500 [-2.677, 3.677]"
+
+
+def test_seed_report_training_curves_mean_and_interval(seed_report):
+    rows = {row["metric"]: row for row in tables_by_first_header((seed_report / "report.md").read_text())["metric, step, mean over seeds [95% CI]"]}
+    # Last step both seeds logged: 1, values 0.2 and 0.4: mean 0.3, se 0.1, 0.3 +- 12.706 * 0.1.
+    assert rows["total reward"] == {"metric": "total reward", "step": "1", "mean over seeds [95% CI]": "0.300 [-0.971, 1.571]",
+                                    "seed 0": "0.200", "seed 1": "0.400"}
+    assert rows["mean length (tokens)"]["seed 1"] == "40.0"
+    csv_rows = (seed_report / "training_seeds.csv").read_text().splitlines()
+    assert csv_rows[0] == "metric,step,mean,low,high,seeds"
+    assert csv_rows[1:3] == ["total reward,0,0.1,-1.17062,1.37062,2", "total reward,1,0.3,-0.97062,1.57062,2"]
+
+
+def test_seed_report_checkpoint_curve_is_pooled(seed_report):
+    rows = tables_by_first_header((seed_report / "report.md").read_text())["bench, step, avg@n [95% CI]"]
+    # Step 0: the base; step 1: the snapshots pooled {a: 0.5, b: 0.25}; step 3: the final policy
+    # (metrics log steps 0-2, so the final weights come after step 2).
+    assert [(row["step"], row["avg@n [95% CI]"].split(" ")[0]) for row in rows] == [("0", "0.000"), ("1", "0.375"), ("3", "0.500")]
+
+
+@pytest.mark.parametrize("inputs, message", [
+    ({"metrics": ["m0"]}, "1 'metrics' inputs for 2 seed runs"),
+    ({"metrics": ["m0", "m1"], "scores": ["other"]}, "belongs to run 'other-run', which is none of the seed runs"),
+    ({"metrics": ["m0", "m1"], "sft_metrics": ["m0"]}, "1 'sft_metrics' inputs for 2 seed runs"),
+])
+def test_seed_report_bad_inputs_are_named(tmp_path, inputs, message):
+    files = {"m0": write_jsonl(tmp_path / "m0.jsonl", [{"step": 0}]), "m1": write_jsonl(tmp_path / "m1.jsonl", [{"step": 0}]),
+             "other": write_jsonl(tmp_path / "other.json", [seed_scores("other-run", "grpo", {"a": 1.0})])}
+    resolved = {key: [files[name] for name in names] for key, names in inputs.items()}
+    with pytest.raises(ValueError, match=re.escape(message)):
+        report.main({"seeds": SEEDS}, resolved, {"report": str(tmp_path / "r" / "report")})
+    assert not (tmp_path / "r" / "report").exists()
+
+
+def test_seed_report_html_has_the_seed_tables_and_plots(seed_report):
+    page = (seed_report / "report.html").read_text()
+    assert "<td>0.500 [-2.677, 3.677]</td>" in page and "<td>0.300 [-0.971, 1.571]</td>" in page
+    assert page.count('src="data:image/png;base64,') == 2, "training_seeds.png and eval_curves.png embedded"
