@@ -15,6 +15,10 @@ run (and a missing policy or bench) is read from the path:
 The output directory holds ``compare.md``, ``compare.html``, ``reward_vs_step.png``,
 ``accuracy_vs_step.png``, ``length_vs_step.png`` (one line per run) and ``meta.json``.
 
+A seeded run is compared by its name with ``members: {run: [seed runs]}`` in the config: its
+seed runs' scores are pooled per prompt (one row, with the number of seeds; the paired test uses
+every seed), and its training curves are the mean over seeds.
+
 ``compare_runs(results_dir, runs, out_dir)`` finds the files itself by those patterns; the
 ``r1zero compare`` command calls it.
 """

@@ -10,6 +10,13 @@ directory above the output, as in ``results/{run}/report``, so one config snapsh
 ``report.md``, ``report.html``, ``reward_vs_step.png``, ``length_vs_step.png``,
 ``eval_accuracy.png`` (and ``sft_loss_vs_step.png`` with an SFT log) and ``meta.json``.
 
+A seeded run (config ``seeds: {seed run: seed}``, in the order of the ``metrics`` inputs, one per
+seed run) gets a report over its seeds instead: ``scores.csv`` (avg@n pooled per prompt over the
+seeds, with its bootstrap interval over prompts), ``scores_per_seed.csv`` (each seed, and the
+mean over seeds with a Student-t interval across seeds), ``training_seeds.png``/``.csv`` (reward,
+accuracy, length and reflection rate vs step: the mean over seeds and its t interval) and
+``eval_curves.png``/``curves.csv`` (checkpoints pooled over seeds).
+
 Every input is read and checked before anything is written, and the directory is built under a
 temporary name, so bad input (a metrics line that is not JSON, a scores file without "policy")
 stops with the file and line/field named and leaves no output behind.
@@ -743,6 +750,10 @@ def seed_eval_curves(data: SeedReportInputs, cfg: ReportConfig) -> dict[str, lis
     return eval_curves(pooled_over_seeds(data.scores, cfg), pooled_over_seeds(data.step_scores, cfg), data.final_step)
 
 
+def table_block(header: list[str], rows: list[list[str]]) -> Block:
+    return Block("table", header=header, rows=rows)
+
+
 def seed_report_blocks(cfg: ReportConfig, title: str, data: SeedReportInputs) -> list[Block]:
     level = cfg.confidence_level
     seeds_text = ", ".join(f"`{run}` (seed {seed})" for run, seed in data.seeds.items())
@@ -759,25 +770,24 @@ def seed_report_blocks(cfg: ReportConfig, title: str, data: SeedReportInputs) ->
         blocks += [Block("paragraph", f"avg@n pooled: each prompt's accuracy averaged over its n samples and over the "
                                       f"seeds, then over prompts; the interval is a percentile bootstrap over prompts "
                                       f"({level:.0%}). The base model is shared by all seeds (evaluated once)."),
-                   Block("table", header=seed_score_table(pooled, level)[0], rows=seed_score_table(pooled, level)[1]),
+                   table_block(*seed_score_table(pooled, level)),
                    Block("heading2", "Evaluation per seed"),
                    Block("paragraph", f"Each seed's own avg@n; the last row of each group is the mean over seeds with "
-                                      f"a Student-t {level:.0%} interval across seeds (seeds, not prompts, resampled)."),
-                   Block("table", header=per_seed_table(pooled, data.seeds, level)[0],
-                         rows=per_seed_table(pooled, data.seeds, level)[1])]
+                                      f"a Student-t {level:.0%} interval across seeds (the spread between training "
+                                      "runs, which the prompt bootstrap above does not see)."),
+                   table_block(*per_seed_table(pooled, data.seeds, level))]
     else:
         blocks.append(Block("paragraph", "No evaluation scores were given."))
     blocks += [Block("heading2", "Training curves across seeds"),
                Block("paragraph", f"Mean over seeds at each step, shaded with a Student-t {level:.0%} interval of that "
                                   "mean across seeds (wide with two or three seeds: that is the honest width)."),
                Block("image", SEED_CURVES_FILE, alt="reward, accuracy, length and reflection rate vs step across seeds"),
-               Block("table", header=seed_training_table(bands, data, level)[0],
-                     rows=seed_training_table(bands, data, level)[1]),
+               table_block(*seed_training_table(bands, data, level)),
                Block("heading2", "Curves over training (checkpoints, pooled over seeds)"),
                Block("image", "eval_curves.png", alt="accuracy, length and reflection rate vs step"),
-               Block("table", header=curve_table(curves)[0], rows=curve_table(curves)[1]),
+               table_block(*curve_table(curves)),
                Block("heading2", 'Reflection ("aha") by outcome, per seed'),
-               Block("table", header=reflection_table(reflection_scores)[0], rows=reflection_table(reflection_scores)[1]),
+               table_block(*reflection_table(reflection_scores)),
                Block("heading2", f"Example completions (training rollouts of `{next(iter(data.seeds))}`)"),
                *example_blocks(data.rollouts)]
     return blocks
