@@ -25,6 +25,7 @@ every seed), and its training curves are the mean over seeds.
 from __future__ import annotations
 
 import logging
+import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -501,12 +502,30 @@ def find_run_files(results_dir: str | Path, run: str) -> tuple[str | None, list[
     return (str(metrics) if metrics.is_file() else None), scores, steps
 
 
+def find_seed_runs(results_dir: str | Path, run: str) -> list[str]:
+    """The seed runs of a seeded run ``run`` (``results/{run}-seed<k>/``), by seed; [] when none.
+
+    Example:
+        >>> import tempfile
+        >>> root = Path(tempfile.mkdtemp())
+        >>> for name in ("r-seed10", "r-seed2", "r-seedx", "rr-seed0"):
+        ...     (root / name).mkdir()
+        >>> find_seed_runs(root, "r")
+        ['r-seed2', 'r-seed10']
+    """
+    pattern = re.compile(rf"{re.escape(run)}-seed(-?\d+)")
+    seeds = [(int(match.group(1)), path.name) for path in Path(results_dir).glob(f"{run}-seed*")
+             if path.is_dir() and (match := pattern.fullmatch(path.name))]
+    return [name for _, name in sorted(seeds)]
+
+
 def compare_runs(results_dir: str, runs: list[str], out_dir: str) -> Path:
     """Compare ``runs`` from the files under ``results_dir``; write the report to ``out_dir``.
 
     Reads ``{results_dir}/{run}/grpo/metrics.jsonl``, ``{results_dir}/{run}/eval/*/*/scores.json``
     (``step_*`` policies are snapshots, drawn as curves) and the shared base's
-    ``{results_dir}/models/*/eval/*/scores.json`` (as run "base").
+    ``{results_dir}/models/*/eval/*/scores.json`` (as run "base"). A run with no ``{run}/grpo`` but
+    seed runs ``{run}-seed<k>/`` (``runs.<run>.seeds``) is compared over all its seeds.
 
     Usage (what ``r1zero compare run_a run_b`` does):
         compare_runs("results", ["run_a", "run_b"], "results/compare/run_a_vs_run_b")
@@ -516,13 +535,15 @@ def compare_runs(results_dir: str, runs: list[str], out_dir: str) -> Path:
     _check_runs(runs)
     if not runs:
         raise ValueError("compare_runs: no runs given")
-    found = {run: find_run_files(results_dir, run) for run in runs}
+    members = {run: seeds for run in runs if not (Path(results_dir) / run / "grpo").exists()
+               and (seeds := find_seed_runs(results_dir, run))}
+    found = {member: find_run_files(results_dir, member) for run in runs for member in members.get(run, [run])}
     base_scores = sorted(str(p) for p in Path(results_dir).glob("models/*/eval/*/scores.json"))
     score_paths = base_scores + [path for _, paths, _ in found.values() for path in paths]
     step_paths = [path for _, _, paths in found.values() for path in paths]
     metrics_paths = {run: metrics for run, (metrics, _, _) in found.items()}
-    data = read_compare_inputs(runs, metrics_paths, score_paths, step_paths)
-    config = {"runs": list(runs), "title": _default_title(runs), "results_dir": str(results_dir)}
+    data = read_compare_inputs(runs, metrics_paths, score_paths, step_paths, members)
+    config = {"runs": list(runs), "title": _default_title(runs), "results_dir": str(results_dir), "members": members}
     inputs = {"metrics": [p for p in metrics_paths.values() if p], "scores": score_paths, "step_scores": step_paths}
     return write_compare(out_dir, config["title"], data, config=config, inputs=inputs, started_at=started_at)
 

@@ -355,3 +355,12 @@ def test_pool_seeds_keeps_other_runs_and_the_seed_scores():
 def test_seed_members_errors_are_named(tmp_path, config, inputs, message):
     with pytest.raises(ValueError, match=re.escape(message)):
         compare.main(config, inputs, {"report": str(tmp_path / "out")})
+
+
+def test_compare_runs_finds_a_seeded_runs_seeds_by_name(seeded, tmp_path):
+    root = seeded.parent.parent
+    out = compare_runs(str(root), ["good", "plain"], str(tmp_path / "by_name"))
+    assert (out / "compare.md").read_text().split("## Evaluation")[1].split("## Final")[0] == \
+        (seeded / "compare.md").read_text().split("## Evaluation")[1].split("## Final")[0], \
+        "the same table as the workflow's compare, which names the seeds in its config"
+    assert json.loads((out / "meta.json").read_text())["config"]["members"] == {"good": ["good-seed0", "good-seed1"]}
