@@ -292,7 +292,8 @@ def plot_seed_bands(path: str | os.PathLike, panels: dict[str, SeedBand], title:
     Example:
         >>> import tempfile, os
         >>> out = os.path.join(tempfile.mkdtemp(), "s.png")
-        >>> plot_seed_bands(out, {"reward": SeedBand([0, 1], [0.1, 0.3], [0.0, 0.1], [0.2, 0.5], 2), "accuracy": SeedBand([], [], [], [], 2)})
+        >>> bands = {"reward": SeedBand([0, 1], [0.1, 0.3], [0.0, 0.1], [0.2, 0.5], 2), "accuracy": SeedBand([], [], [], [], 2)}
+        >>> plot_seed_bands(out, bands)
         >>> open(out, "rb").read(4)
         b'\\x89PNG'
     """
