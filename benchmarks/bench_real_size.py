@@ -249,7 +249,7 @@ def report(args, results: list[dict], meter: PeakMemory, plan, num_params: int, 
               "| --- | ---: | ---: | ---: | ---: | ---: |"]
     for step, r in enumerate(results):
         lines.append(f"| {step} | {r['generate_s']:.1f} | {r['reference_s']:.1f} | {r['update_s']:.1f} | "
-                     f"{r['num_generated'] / r['generate_s']:.0f} | {r['num_update_tokens'] / r['update_s']:.0f} |")
+                     f"{r['num_generated'] / r['generate_s']:.3g} | {r['num_update_tokens'] / r['update_s']:.3g} |")
     if device.type == "cuda":
         last = results[-1]
         flops_per_token = (8 if args.gradient_checkpointing else 6) * num_params
