@@ -37,9 +37,11 @@ from stages.core.microbatch import loss_normaliser, split_minibatch, trimmed_wid
 from stages.core.modeling import (chunked_head_logprobs, completion_hidden_states, completion_logprobs, load_causal_lm,
                                   load_tokenizer, pick_device, set_cpu_threads)
 from stages.core.precision import MixedPrecision
+from stages.core.memory_plan import check_stage_fits
+from stages.core.reflection import reflection_metrics
 from stages.core.prompting import encode_prompts
 from stages.core.rollout import BackendRequest, Completion, SamplingSettings, create_backend
-from stages.core.scoring import prefetch_code_results, score_completions
+from stages.core.scoring import prefetch_code_results, score_completions, verifier_provenance
 
 log = logging.getLogger("r1zero.grpo")
 SNAPSHOTS_PARTIAL = "snapshots.partial"  # scratch: weight snapshots of an unfinished run
@@ -522,6 +524,9 @@ class GRPOTrainer:
         metrics["completions/mean_length"] = lengths.mean().item()
         metrics["completions/max_length"] = lengths.max().item()
         metrics["completions/clipped_ratio"] = batch.truncated.float().mean().item()
+        # The "aha" signal: how many completions re-check (the same marker list evaluation uses).
+        metrics.update(reflection_metrics([c.text for c in batch.completions], [c for s in scores for c in s.correct],
+                                          batch.truncated.tolist()))
         if group > 1:  # with one sample per prompt (PPO presets) every group trivially has zero spread
             metrics["frac_reward_zero_std"] = (algos.group_reward_std(rewards, group) < 1e-6).float().mean().item()
         metrics["entropy"] = algos.masked_mean(entropy, completion_mask).item()
@@ -743,6 +748,8 @@ def main(config: dict, inputs: dict, outputs: dict) -> None:
     torch.manual_seed(config["seed"])
     random.seed(config["seed"])
     device = pick_device(config["device"])
+    # Does it fit? Decided from config.json alone, before any weights load (stages/core/memory_plan.py).
+    check_stage_fits("grpo", config, inputs["model"], device)
     scratch = Path(outputs["scratch"])
     trainer = GRPOTrainer(config, inputs, device)
     try:
@@ -762,7 +769,7 @@ def main(config: dict, inputs: dict, outputs: dict) -> None:
         write_json_atomic(out_dir / "meta.json", provenance(
             stage="grpo", config=config, inputs=inputs, started_at=started,
             extra={"rollout_backend": trainer.backend_name, "steps_trained_this_invocation": trained,
-                   "final_metrics": records[-1] if records else None}))
+                   "final_metrics": records[-1] if records else None, **verifier_provenance(config["rewards"])}))
     shutil.copyfile(scratch / "metrics.partial.jsonl", str(outputs["metrics"]) + ".tmp")
     Path(str(outputs["metrics"]) + ".tmp").replace(outputs["metrics"])
     publish_snapshots(scratch, outputs.get("snapshots"))

@@ -23,6 +23,7 @@ from pipeline.artifacts import provenance, read_jsonl, write_json_atomic
 from pipeline.stage_cli import run_stage
 from stages.core import reflection
 from stages.core.eval_metrics import bootstrap_interval, summarise_samples
+from stages.core.scoring import verifier_provenance
 
 log = logging.getLogger("r1zero.score")
 FORMAT_REWARD = "format_strict"
@@ -69,15 +70,6 @@ def answer_key(text: str, row: dict) -> str | None:
 
     answer, _rule = extract_prediction(text, get_policy("strict"), row.get("answer"))
     return re.sub(r"\s+", "", answer) if answer else None
-
-
-def verifier_provenance(rewards_by_task: dict) -> dict:
-    """Which math policy decided each math reward, and which bwrap ran the code sandbox."""
-    from verifiers.math_policy import policy_provenance
-    from verifiers.sandbox import sandbox_provenance
-
-    names = sorted({name for weights in rewards_by_task.values() for name in weights})
-    return {"math_policy": policy_provenance(names), "sandbox": sandbox_provenance()}
 
 
 def check_samples(samples: list[dict], rows_by_id: dict, where: str) -> None:

@@ -19,6 +19,7 @@ from pipeline.artifacts import atomic_directory, provenance, read_jsonl, write_j
 from pipeline.stage_cli import run_stage
 from stages.core.generators import COUNTDOWN_OPS, CountdownProblem, find_chain
 from stages.core.lm_training import cosine_lr, length_bucketed_batches, masked_lm_loss, num_loss_tokens, pad_batch
+from stages.core.memory_plan import check_stage_fits
 from stages.core.modeling import load_causal_lm, load_tokenizer, pick_device, set_cpu_threads, torch_dtype
 from stages.core.precision import MixedPrecision
 from stages.core.prompting import render_prompt
@@ -118,14 +119,16 @@ def main(config: dict, inputs: dict, outputs: dict) -> None:
     torch.manual_seed(config["seed"])
     device = pick_device(config["device"])
     tokenizer = load_tokenizer(inputs["model"])
-    # Trained in float32 master weights (MixedPrecision autocasts the forward); saved in the run's dtype.
-    model = load_causal_lm(inputs["model"], device=device, dtype="float32",
-                           gradient_checkpointing=config.get("gradient_checkpointing", False))
     rows = read_jsonl(inputs["data"])
     pairs = tiny_trace_pairs(rows, config) if config["source"] == "tiny_traces" else file_pairs(rows, inputs["data"], config["num_examples"])
     if not pairs:
         raise ValueError(f"sft: no training pairs from {inputs['data']} (source: {config['source']})")
     sequences, masks = encode_pairs(tokenizer, pairs)
+    # Does it fit? Decided from config.json and the longest sequence, before any weights load.
+    check_stage_fits("sft", config, inputs["model"], device, seq_tokens=max(len(s) for s in sequences))
+    # Trained in float32 master weights (MixedPrecision autocasts the forward); saved in the run's dtype.
+    model = load_causal_lm(inputs["model"], device=device, dtype="float32",
+                           gradient_checkpointing=config.get("gradient_checkpointing", False))
     log.info("sft: %d examples, %d epochs", len(pairs), config["epochs"])
     history = train(model, tokenizer, sequences, masks, config, device)
     model.to(torch_dtype(config.get("dtype", "float32")))  # config.json then records the dtype (dtype: auto reads it)

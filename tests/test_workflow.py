@@ -91,7 +91,8 @@ def test_eval_setting_reruns_only_evaluation_and_reports(finished_run):
     tmp_path, _ = finished_run
     config = write_config(tmp_path, "eval_changed.yaml",
                           lambda c: c["evaluation"]["benches"]["countdown"].update(temperature=0.7))
-    assert planned_jobs(config) == {"evaluate_base": 1, "evaluate": 3, "report": 2, "compare": 1}
+    assert planned_jobs(config) == {"config_snapshot": 1, "generate_base": 1, "generate": 3, "generate_step": 2,
+                                    "score_base": 1, "score": 5, "report": 2, "compare": 1}
 
 
 def test_grpo_setting_reruns_grpo_and_what_follows(finished_run):
@@ -101,7 +102,8 @@ def test_grpo_setting_reruns_grpo_and_what_follows(finished_run):
         c["runs"]["r1zero"]["grpo"] = dict(c["runs"]["r1zero"]["grpo"], lr=5e-4)
 
     config = write_config(tmp_path, "grpo_changed.yaml", mutate)
-    assert planned_jobs(config) == {"grpo": 1, "evaluate": 1, "report": 1, "compare": 1}
+    assert planned_jobs(config) == {"config_snapshot": 1, "grpo": 1, "generate": 1, "generate_step": 1, "score": 2,
+                                    "report": 1, "compare": 1}
 
 
 def test_a_stage_reruns_alone_by_target(finished_run):
@@ -121,7 +123,10 @@ def test_a_dry_run_after_a_change_leaves_snapshots_alone(finished_run):
     tmp_path, _ = finished_run
     snapshot = tmp_path / "results" / ".config" / "runs" / "r1zero" / "grpo.json"
     before = snapshot.read_text(), snapshot.stat().st_mtime_ns
-    config = write_config(tmp_path, "lr_changed.yaml", lambda c: c["runs"]["r1zero"]["grpo"].update(lr=3e-4))
+    def mutate(c):  # a copy: smoke.yaml's runs share one grpo block through a YAML anchor
+        c["runs"]["r1zero"]["grpo"] = dict(c["runs"]["r1zero"]["grpo"], lr=3e-4)
+
+    config = write_config(tmp_path, "lr_changed.yaml", mutate)
     assert planned_jobs(config)["grpo"] == 1
     assert (snapshot.read_text(), snapshot.stat().st_mtime_ns) == before
 

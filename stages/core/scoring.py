@@ -61,3 +61,17 @@ def score_completions(completions: list[str], rows: list[dict], weights_by_task:
         name = primary_reward(weights_by_task[row["task"]])
         correct.append(part.get(name, 0.0) >= REWARD_RANGES[name][1])
     return Scored(totals, parts, correct)
+
+
+def verifier_provenance(rewards_by_task: dict) -> dict:
+    """Which math policy decided each math reward, and which bwrap ran the code sandbox.
+
+    Example:
+        >>> verifier_provenance({"math": {"math": 1.0}})["math_policy"]["rewards"]
+        {'math': 'strict'}
+    """
+    from verifiers.math_policy import policy_provenance
+    from verifiers.sandbox import sandbox_provenance
+
+    names = sorted({name for weights in rewards_by_task.values() for name in weights})
+    return {"math_policy": policy_provenance(names), "sandbox": sandbox_provenance()}
