@@ -74,10 +74,20 @@ def test_crash_then_rerun_resumes_and_matches_an_uninterrupted_run(toy_reward, t
         torch.testing.assert_close(resumed[name], tensor, msg=f"{name} differs from the uninterrupted run")
 
 
-def test_checkpoint_of_another_config_is_not_resumed(toy_reward, tiny_model_dir, toy_rows_file, tmp_path):
+def test_checkpoint_of_another_config_is_not_resumed(toy_reward, tiny_model_dir, toy_rows_file, tmp_path, monkeypatch):
     config = grpo_config({"advantage_estimator": "grpo"}, steps=2, checkpoint_every=1)
     config["prompts_per_step"] = 2
-    _run_main(config, tiny_model_dir, toy_rows_file, tmp_path)
+    original_step = grpo.GRPOTrainer.step
+
+    def crash_at_step_1(self, step):  # interrupted: the step-0 checkpoint stays in the scratch dir
+        if step == 1:
+            raise KeyboardInterrupt("simulated kill")
+        return original_step(self, step)
+
+    monkeypatch.setattr(grpo.GRPOTrainer, "step", crash_at_step_1)
+    with pytest.raises(KeyboardInterrupt):
+        _run_main(config, tiny_model_dir, toy_rows_file, tmp_path)
+    monkeypatch.setattr(grpo.GRPOTrainer, "step", original_step)
     changed = dict(config, lr=config["lr"] / 2)
     _run_main(changed, tiny_model_dir, toy_rows_file, tmp_path)
     meta = json.loads((tmp_path / "model" / "meta.json").read_text())
