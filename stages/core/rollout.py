@@ -134,8 +134,13 @@ def _build_hf(request: BackendRequest) -> RolloutBackend:
         from stages.core.modeling import load_causal_lm
 
         model = load_causal_lm(request.model_dir, device=request.device, dtype=request.dtype)
+        return make_backend("hf", model=model, tokenizer=request.tokenizer, device=request.device,
+                            batch_size=request.batch_size)
+    # The trainer's own float32 master weights: sample under the same autocast as its forward, so
+    # rollout and trainer log-probs stay comparable in bfloat16/float16 runs.
+    compute_dtype = "float32" if request.dtype == "auto" else request.dtype
     return make_backend("hf", model=model, tokenizer=request.tokenizer, device=request.device,
-                        batch_size=request.batch_size)
+                        batch_size=request.batch_size, compute_dtype=compute_dtype)
 
 
 def _build_vllm(request: BackendRequest) -> RolloutBackend:
