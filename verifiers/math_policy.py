@@ -70,12 +70,13 @@ class MathPolicy:
     max_nesting_depth: int = 64
     max_boxes: int = 32
     max_answer_tags: int = 8
-    rel_tol: float = 1e-4
-    abs_tol: float = 0.0
-    percent: str = "drop_sign"
-    equation_chains: str = "last"
-    unicode_digits: bool = True
-    symbolic: bool = True
+    # The comparison's defaults are CompareOptions' own (one place to change them).
+    rel_tol: float = CompareOptions.rel_tol
+    abs_tol: float = CompareOptions.abs_tol
+    percent: str = CompareOptions.percent
+    equation_chains: str = CompareOptions.equation_chains
+    unicode_digits: bool = CompareOptions.unicode_digits
+    symbolic: bool = CompareOptions.symbolic
 
     def __post_init__(self):
         unknown = [name for name in self.fallbacks if name not in FALLBACK_NAMES]
