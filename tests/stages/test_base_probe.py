@@ -1,0 +1,151 @@
+"""The base probe (stages/core/base_probe.py) and the checking corpus it measures (stages/core/tiny_corpus.py)."""
+from __future__ import annotations
+
+import random
+from fractions import Fraction
+
+import pytest
+
+from stages.core import generators
+from stages.core.base_probe import arithmetic_steps, is_checking, probe_summary, sample_and_probe, step_is_right
+from stages.core.reflection import find_markers
+from stages.core.tiny_corpus import CHECK_OPENER, check_candidates, countdown_completion
+from verifiers.countdown import countdown_reward
+
+STEP_CASES = [
+    # (left, op, right, claimed, right?, reason)
+    (7, "+", 5, Fraction(12), True, "one-digit sum"),
+    (14, "-", 1, Fraction(13), True, "two-digit minus one-digit"),
+    (14, "-", 1, Fraction(15), False, "a slip by two"),
+    (7, "-", 7, Fraction(1), False, "x - x is 0"),
+    (3, "-", 7, Fraction(-4), True, "a negative result is still arithmetic"),
+    (7, "/", 2, Fraction(7, 2), True, "exact fraction"),
+    (6, "/", 0, Fraction(0), False, "division by zero is never right"),
+    (4, "*", 3, Fraction(12), True, "product"),
+]
+
+
+@pytest.mark.parametrize("left,op,right,claimed,expected,reason", STEP_CASES, ids=[c[-1] for c in STEP_CASES])
+def test_step_is_right(left, op, right, claimed, expected, reason):
+    assert step_is_right(left, op, right, claimed) is expected, reason
+
+
+def test_arithmetic_steps_reads_every_step_of_a_trace():
+    assert arithmetic_steps("let me check\n7+7=14,14+1=15 no, retry\n7+7=14,14-1=13 yes") == [
+        (7, "+", 7, Fraction(14)), (14, "+", 1, Fraction(15)), (7, "+", 7, Fraction(14)), (14, "-", 1, Fraction(13))]
+    assert arithmetic_steps("3-7=-4, 7/2 = 7/2") == [(3, "-", 7, Fraction(-4)), (7, "/", 2, Fraction(7, 2))]
+    assert arithmetic_steps("no arithmetic here") == []
+
+
+CHECKING_CASES = [
+    ("let me check\n2+3=5,5+1=6 no, retry\n2+3=5,5-1=4 yes</think><answer>(2+3)-1</answer>", True, "the corpus's checking trace"),
+    ("2+3=5,5+1=6 wait\n2+3=5,5-1=4</think><answer>(2+3)-1</answer>", True, "a marker without a verdict"),
+    ("2+3=5,5+1=6 no\n2+3=5,5-1=4 yes</think><answer>(2+3)-1</answer>", True, "yes/no verdicts (the older corpus)"),
+    ("2+3=5,5-1=4</think><answer>(2+3)-1</answer>", False, "a guess"),
+    ("2+3=5,5-1=4</think><answer>wait (2+3)-1</answer>", False, "a marker in the answer is not reasoning"),
+    ("2+3=5,5-1=4 nothing</think><answer>4</answer>", False, "'no' inside a word is not a verdict"),
+]
+
+
+@pytest.mark.parametrize("text,expected,reason", CHECKING_CASES, ids=[c[-1] for c in CHECKING_CASES])
+def test_is_checking(text, expected, reason):
+    assert is_checking(text) is expected, reason
+
+
+def test_probe_summary_by_hand():
+    texts = ["let me check\n1+2=3,3+3=6 yes</think><answer>(1+2)+3</answer>",   # checks, right, 2 right steps
+             "let me check\n1+2=3,3+3=7 no, retry\n1+2=3,3-3=1 yes</think><answer>(1+2)-3</answer>",  # 2 of 4 steps wrong
+             "1+2=3,3+3=6</think><answer>(1+2)+3</answer>",                      # guess, right
+             "1+2=4,4-3=1</think><answer>(1+2)-3</answer>",                      # guess, wrong, 1 of 2 wrong
+             "1+2=3,3-3=0</think><answer>(1+2)-3</answer>"]                      # guess, wrong
+    summary = probe_summary(texts, [True, False, True, False, False])
+    assert summary["num_completions"] == 5 and summary["pass@1"] == pytest.approx(2 / 5)
+    assert summary["checking_rate"] == pytest.approx(2 / 5)
+    assert summary["checking"] == {"num": 2, "pass@1": 0.5}
+    assert summary["guessing"] == {"num": 3, "pass@1": pytest.approx(1 / 3)}
+    assert summary["num_steps"] == 12 and summary["step_accuracy"] == pytest.approx(9 / 12)
+
+
+def test_probe_summary_empty_class_and_bad_input():
+    summary = probe_summary(["1+1=2</think><answer>1+1</answer>"], [True])
+    assert summary["checking"] == {"num": 0, "pass@1": None} and summary["guessing"]["pass@1"] == 1.0
+    assert probe_summary(["</think><answer>2</answer>"], [False])["step_accuracy"] is None
+    with pytest.raises(ValueError, match="2 texts but 1 verdicts"):
+        probe_summary(["a", "b"], [True])
+
+
+def _problems(count: int, seed: int = 0, **options):
+    rng = random.Random(seed)
+    return [generators.random_countdown_problem(rng, **options) for _ in range(count)]
+
+
+def _example(problem) -> dict:
+    return {"task": "countdown", "meta": {"numbers": list(problem.numbers), "target": problem.target,
+                                          "prompt_ends_with_think": True}}
+
+
+def test_corpus_checking_traces_are_right_use_published_markers_and_probe_as_checking():
+    rng = random.Random(1)
+    for problem in _problems(200, num_numbers=3, ops="+-", ordered=True):
+        text = countdown_completion(rng, problem, style="careful", hint_prob=0.0, max_attempts=4, ordered=True, ops="+-")
+        assert text.startswith(CHECK_OPENER) and is_checking(text), text
+        assert countdown_reward(text, _example(problem)) == 1.0, text  # at most 4 clean ordered chains: the search hits
+        assert "check" in find_markers(text, "understand_r1_zero"), text
+        if " no, retry" in text:
+            assert "retry" in find_markers(text, "open_reasoner_zero"), text
+        assert probe_summary([text], [True])["step_accuracy"] == 1.0, text
+
+
+def test_corpus_guesses_never_check_and_hit_only_by_chance():
+    rng = random.Random(2)
+    problems = _problems(400, seed=3, num_numbers=3, ops="+-", ordered=True)
+    guesses = [countdown_completion(rng, p, style="guess", hint_prob=0.0, max_attempts=4, ordered=True, ops="+-")
+               for p in problems]
+    assert not any(is_checking(text) for text in guesses)
+    hit_rate = sum(countdown_reward(t, _example(p)) for t, p in zip(guesses, problems)) / len(problems)
+    # A random clean chain of three ordered numbers with + and - hits about 43% of the time (measured over
+    # 3000 problems): checking has to beat that.
+    assert 0.3 < hit_rate < 0.6
+    assert probe_summary(guesses, [True] * len(guesses))["step_accuracy"] == 1.0
+
+
+def test_check_candidates_try_each_clean_chain_once_in_order_and_stop_at_the_hit():
+    for problem in _problems(100, seed=4, num_numbers=3, ops="+-", ordered=True):
+        tried = check_candidates(random.Random(0), problem, max_attempts=4, ordered=True, ops="+-")
+        traces = [chain.trace() for chain in tried]
+        assert len(set(traces)) == len(traces)
+        assert tried[-1].values()[-1] == problem.target
+        assert all(chain.values()[-1] != problem.target for chain in tried[:-1])
+        ops_order = ["".join(step.op for step in chain.steps) for chain in tried]
+        assert ops_order == sorted(ops_order, key=lambda ops: [{"+": 0, "-": 1}[op] for op in ops])
+
+
+def test_check_candidates_give_up_after_max_attempts_and_unordered_search_always_can_hit():
+    problem = generators.CountdownProblem((9, 1, 1), 7, generators.Chain(9, (generators.ChainStep("-", 1, False),
+                                                                          generators.ChainStep("-", 1, False))))
+    tried = check_candidates(random.Random(0), problem, max_attempts=2, ordered=True, ops="+-")
+    assert [c.trace() for c in tried] == ["9+1=10,10+1=11", "9+1=10,10-1=9"]  # -- (the hit) comes last, after -+
+    rng = random.Random(5)
+    for problem in _problems(100, seed=6, num_numbers=3, ops="+-*"):
+        tried = check_candidates(rng, problem, max_attempts=3, ops="+-*")
+        assert 1 <= len(tried) <= 3 and tried[-1].values()[-1] == problem.target
+
+
+def test_sample_and_probe_counts_every_sample_with_a_tiny_random_model():
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from stages.core.modeling import tiny_qwen2_config
+    from stages.core.tokenizer import build_tiny_tokenizer
+
+    torch.manual_seed(0)
+    tokenizer = build_tiny_tokenizer()
+    config = tiny_qwen2_config(vocab_size=len(tokenizer), hidden_size=32, num_layers=1, num_heads=2, num_kv_heads=None,
+                               intermediate_size=None, max_position_embeddings=128, eos_token_id=tokenizer.eos_token_id)
+    model = AutoModelForCausalLM.from_config(config)
+    rows = generators.countdown_rows(3, seed=0, question_style="compact", num_numbers=3, ops="+-", ordered=True)
+    summary = sample_and_probe(model, tokenizer, rows, "User: {question}.\nAssistant: <think>", num_samples=2,
+                               max_new_tokens=8, seed=0)
+    assert summary["num_completions"] == 6 and summary["num_prompts"] == 3
+    assert summary["checking"]["num"] + summary["guessing"]["num"] == 6
+    assert set(summary["examples"]) == {"checking", "guessing"}
