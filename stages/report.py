@@ -498,6 +498,55 @@ def example_blocks(examples: list[tuple[int, list[dict]]]) -> list[Block]:
     return blocks
 
 
+def base_probes(score_list: Sequence[dict]) -> list[tuple[str, dict]]:
+    """(bench, base probe) for each Countdown bench the base was evaluated on: checking vs guessing
+    pass@1 and per-step arithmetic accuracy of its evaluation samples (stages/core/base_probe.py),
+    read from the samples and data files its scores.json lists as inputs; none when they are gone."""
+    from stages.core.base_probe import probe_eval_samples
+
+    probes = []
+    for scores in score_list:
+        inputs = (scores.get("meta") or {}).get("inputs") or {}
+        samples, data = list(inputs.get("samples") or {}), list(inputs.get("data") or {})
+        if scores.get("policy") != "base" or len(samples) != 1 or len(data) != 1:
+            continue
+        if not (Path(samples[0]).is_file() and Path(data[0]).is_file()):
+            LOG.warning("base probe skipped for %s: %s or %s is missing", scores.get("bench"), samples[0], data[0])
+            continue
+        probe = probe_eval_samples(_jsonl(samples[0]), _jsonl(data[0]))
+        if probe is not None:
+            probes.append((str(scores.get("bench")), probe))
+    return probes
+
+
+def _jsonl(path: str | Path) -> list[dict]:
+    return [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
+
+
+def base_probe_table(probes: Sequence[tuple[str, dict]]) -> tuple[list[str], list[list[str]]]:
+    header = ["bench", "completions", "checking", "pass@1", "per-step arithmetic accuracy"]
+    rows = []
+    for bench, probe in probes:
+        for name in ("checking", "guessing"):
+            group = probe[name]
+            rows.append([bench, str(group["num"]), name, fmt_fraction(group["pass@1"]), ""])
+        rows.append([bench, str(probe["num_completions"]), "all", fmt_fraction(probe["pass@1"]),
+                     f"{fmt_fraction(probe['step_accuracy'])} ({probe['num_steps']} steps)"])
+    return header, rows
+
+
+def base_probe_blocks(score_list: Sequence[dict]) -> list[Block]:
+    probes = base_probes(score_list)
+    if not probes:
+        return []
+    return [Block("heading2", "The base before RL: does checking pay?"),
+            Block("paragraph", "The base's evaluation samples, split by whether they check (a reflection marker of "
+                               "the published lists, or a yes/no verdict on an attempt) or guess, and the share of "
+                               "their `a op b = c` steps that are right. RL can only amplify checking that is more "
+                               "often right than guessing."),
+            table_block(*base_probe_table(probes))]
+
+
 def write_csv(path: Path, header: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
     """A table as CSV (the Snakemake report shows these as sortable tables)."""
     import csv
@@ -564,6 +613,7 @@ def report_blocks(cfg: ReportConfig, title: str, data: ReportInputs) -> list[Blo
     blocks += [Block("paragraph", "avg@n: the mean over n samples per prompt, then over prompts; the interval is a "
                                   "percentile bootstrap over prompts (95%)."),
                Block("image", "eval_accuracy.png", alt="pass@1 per policy and benchmark"),
+               *base_probe_blocks(data.scores),
                Block("heading2", "Curves over training"),
                Block("paragraph", "Accuracy (avg@n, shaded 95% interval), mean completion length and reflection rate "
                                   "of the start policy (step 0), every evaluated GRPO snapshot and the final policy."),
@@ -778,7 +828,8 @@ def seed_report_blocks(cfg: ReportConfig, title: str, data: SeedReportInputs) ->
                    table_block(*per_seed_table(pooled, data.seeds, level))]
     else:
         blocks.append(Block("paragraph", "No evaluation scores were given."))
-    blocks += [Block("heading2", "Training curves across seeds"),
+    blocks += [*base_probe_blocks(data.scores),
+               Block("heading2", "Training curves across seeds"),
                Block("paragraph", f"Mean over seeds at each step, shaded with a Student-t {level:.0%} interval of that "
                                   "mean across seeds (wide with two or three seeds: that is the honest width)."),
                Block("image", SEED_CURVES_FILE, alt="reward, accuracy, length and reflection rate vs step across seeds"),

@@ -128,3 +128,30 @@ def sample_and_probe(model, tokenizer, rows: Sequence[dict], template: str, *, n
                            for kind in ("checking", "guessing")}
     summary.update(num_prompts=len(rows), num_samples_per_prompt=num_samples, temperature=temperature)
     return summary
+
+
+def probe_eval_samples(samples: Sequence[dict], rows: Sequence[dict]) -> dict | None:
+    """``probe_summary`` of evaluation samples (``prompt_id``, ``completion``) of Countdown rows (``id``,
+    ``meta.numbers``, ``meta.target``), each judged with the countdown reward; None when no row is Countdown.
+
+    Example:
+        >>> rows = [{"id": "q", "task": "countdown", "meta": {"numbers": [1, 2, 3], "target": 6}}]
+        >>> samples = [{"prompt_id": "q", "completion": "1+2=3,3+3=6</think><answer>(1+2)+3</answer>"},
+        ...            {"prompt_id": "q", "completion": "let me check\\n1+2=3,3+3=6 yes</think><answer>(1+2)+3</answer>"}]
+        >>> summary = probe_eval_samples(samples, rows)
+        >>> summary["guessing"], summary["checking"]
+        ({'num': 1, 'pass@1': 1.0}, {'num': 1, 'pass@1': 1.0})
+    """
+    from verifiers.countdown import countdown_reward
+
+    by_id = {row["id"]: row for row in rows if row.get("task") == "countdown"}
+    if not by_id:
+        return None
+    texts, correct = [], []
+    for index, sample in enumerate(samples):
+        row = by_id.get(sample.get("prompt_id"))
+        if row is None:
+            raise ValueError(f"sample {index}: prompt_id {sample.get('prompt_id')!r} is no Countdown row of the data")
+        texts.append(str(sample.get("completion", "")))
+        correct.append(countdown_reward(texts[-1], row) == 1.0)
+    return probe_summary(texts, correct)

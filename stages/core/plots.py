@@ -319,3 +319,49 @@ def plot_seed_bands(path: str | os.PathLike, panels: dict[str, SeedBand], title:
     if title:
         figure.suptitle(title)
     _save(figure, path)
+
+
+# The three R1-Zero curves (training rollouts, one line per run or seed): (metrics key, axis label).
+AHA_PANELS = (("accuracy", "accuracy (training rollouts)"), ("completions/mean_length", "mean length (tokens)"),
+              ("completions/reflection_rate", "reflection rate"))
+
+
+def plot_aha_curves(path: str | os.PathLike, runs: dict[str, dict[str, Series]], title: str = "",
+                    held_out: dict[str, dict[str, Series]] | None = None) -> None:
+    """The "aha" figure: accuracy, mean response length and reflection rate against the GRPO step,
+    one colour per run (e.g. per seed), raw values faint and their moving average solid.
+
+    ``runs``: label -> {metrics key of ``AHA_PANELS``: series}. ``held_out`` (optional): label ->
+    {key: series} of held-out evaluations (base at step 0, snapshots, final), drawn as dashed lines
+    with markers on the same panels.
+
+    Example:
+        >>> import tempfile, os
+        >>> out = os.path.join(tempfile.mkdtemp(), "aha.png")
+        >>> plot_aha_curves(out, {"seed 0": {"accuracy": ([0, 1, 2], [0.2, 0.4, 0.6])}})
+        >>> open(out, "rb").read(4)
+        b'\\x89PNG'
+    """
+    figure, axes = _new_figure(num_rows=len(AHA_PANELS), height_in=8.0)
+    for axis, (key, label) in zip(axes, AHA_PANELS):
+        drawn = False
+        for index, (run, series_by_key) in enumerate(runs.items()):
+            series = series_by_key.get(key, ([], []))
+            if len(series[0]):
+                drawn |= _draw_smoothed(axis, series, run, f"C{index % 10}")
+            held = (held_out or {}).get(run, {}).get(key)
+            if held is not None and len(held[0]):
+                axis.plot(held[0], held[1], color=f"C{index % 10}", linestyle="--", marker="o", linewidth=1.5,
+                          label=f"{run}: held-out eval")
+                drawn = True
+        if drawn:
+            axis.legend(loc="best", fontsize="small")
+        else:
+            _no_data(axis, key)
+        if key != "completions/mean_length":
+            axis.set_ylim(-0.02, 1.02)
+        axis.set_ylabel(label)
+    axes[-1].set_xlabel("GRPO step")
+    if title:
+        figure.suptitle(title)
+    _save(figure, path)

@@ -1,6 +1,7 @@
 """The base probe (stages/core/base_probe.py) and the checking corpus it measures (stages/core/tiny_corpus.py)."""
 from __future__ import annotations
 
+import json
 import random
 from fractions import Fraction
 
@@ -149,3 +150,40 @@ def test_sample_and_probe_counts_every_sample_with_a_tiny_random_model():
     assert summary["num_completions"] == 6 and summary["num_prompts"] == 3
     assert summary["checking"]["num"] + summary["guessing"]["num"] == 6
     assert set(summary["examples"]) == {"checking", "guessing"}
+
+
+def test_report_shows_the_base_probe_from_the_base_evaluation_samples(tmp_path):
+    from stages import report
+
+    data = [{"id": "q1", "task": "countdown", "meta": {"numbers": [1, 2, 3], "target": 0}},
+            {"id": "q2", "task": "countdown", "meta": {"numbers": [4, 4, 3], "target": 11}}]
+    samples = [{"prompt_id": "q1", "completion": "let me check\n1+2=3,3+3=6 no, retry\n1+2=3,3-3=0 yes</think><answer>(1+2)-3</answer>"},
+               {"prompt_id": "q1", "completion": "1+2=3,3+3=6</think><answer>(1+2)+3</answer>"},
+               {"prompt_id": "q2", "completion": "4+4=8,8+3=12</think><answer>(4+4)+3</answer>"},
+               {"prompt_id": "q2", "completion": "4+4=8,8-3=5</think><answer>(4+4)-3</answer>"}]
+    (tmp_path / "samples.jsonl").write_text("".join(json.dumps(row) + "\n" for row in samples))
+    (tmp_path / "test.jsonl").write_text("".join(json.dumps(row) + "\n" for row in data))
+    base = {"policy": "base", "bench": "countdown",
+            "meta": {"inputs": {"samples": {str(tmp_path / "samples.jsonl"): "h"}, "data": {str(tmp_path / "test.jsonl"): "h"}}}}
+    trained = {**base, "policy": "grpo"}
+    (bench, probe), = report.base_probes([base, trained])
+    assert bench == "countdown" and probe["checking"] == {"num": 1, "pass@1": 1.0}
+    assert probe["guessing"] == {"num": 3, "pass@1": pytest.approx(1 / 3)}  # only (4+4)+3 = 11 hits
+    assert probe["num_steps"] == 10 and probe["step_accuracy"] == pytest.approx(9 / 10)  # 4+4=8,8+3=12 is the slip
+    header, rows = report.base_probe_table([(bench, probe)])
+    assert rows[-1] == ["countdown", "4", "all", "0.500", "0.900 (10 steps)"]
+    (tmp_path / "samples.jsonl").unlink()
+    assert report.base_probe_blocks([base]) == []  # the samples are gone: no section, no error
+
+
+def test_plot_aha_curves_draws_seeds_held_out_points_and_empty_panels(tmp_path):
+    from stages.core import plots
+
+    steps = list(range(40))
+    runs = {"seed 0": {"accuracy": (steps, [0.3 + 0.01 * s for s in steps]),
+                       "completions/mean_length": (steps, [30.0 + s for s in steps])},
+            "seed 1": {"accuracy": (steps, [0.3] * 40)}}
+    held_out = {"seed 0": {"accuracy": ([0, 40], [0.4, 0.8])}}
+    path = tmp_path / "aha.png"
+    plots.plot_aha_curves(path, runs, title="t", held_out=held_out)  # no reflection series anywhere: a "no data" panel
+    assert path.read_bytes()[:4] == b"\x89PNG" and path.stat().st_size > 10_000
