@@ -16,7 +16,7 @@ import time
 import torch
 
 from pipeline.artifacts import atomic_directory, provenance, read_jsonl, write_json_atomic, write_jsonl_atomic
-from pipeline.stage_cli import run_stage
+from stages.core.distributed import DistributedRun, distributed_block, run_stage_process, start_distributed
 from stages.core.generators import COUNTDOWN_OPS, CountdownProblem, find_chain
 from stages.core.lm_training import cosine_lr, length_bucketed_batches, masked_lm_loss, num_loss_tokens, pad_batch
 from stages.core.memory_plan import check_stage_fits
@@ -87,10 +87,60 @@ def accumulate_gradients(model, sequences: list[list[int]], masks: list[list[int
     return total
 
 
-def train(model, tokenizer, sequences, masks, config: dict, device) -> list[dict]:
+def accumulate_ranked(engine, sequences: list[list[int]], masks: list[list[int]], pad_id: int, *,
+                      micro_batch_size: int, precision: MixedPrecision, run: DistributedRun) -> float:
+    """``accumulate_gradients`` for one rank of a DeepSpeed run: this rank's contiguous share of
+    the optimiser batch, in micro-batches, then one engine step.
+
+    The normaliser is the whole batch's loss-token count (every rank holds the whole batch), and
+    each loss is multiplied by the world size because DeepSpeed averages gradients over ranks:
+    the update equals the one-process update of the same batch. Every rank runs the same number
+    of backward passes (ZeRO reduces gradients in each), padding with a zero-weighted repeat.
+    Returns the batch's mean token loss (summed over ranks).
+    """
+    normaliser = max(num_loss_tokens(masks), 1)
+    share = rank_slice(len(sequences), run.rank, run.world_size)
+    local = list(range(len(sequences)))[share]
+    num_pieces = run.max_int(-(-len(local) // micro_batch_size))
+    # Under ZeRO-3 every call of the LM head gathers its weights (a collective), so the head runs
+    # once per micro-batch on every rank: one chunk of the whole micro-batch.
+    chunk_tokens = 2**62 if run.zero_stage == 3 else 4096
+    total = 0.0
+    for piece in range(num_pieces):
+        rows = local[piece * micro_batch_size:(piece + 1) * micro_batch_size]
+        weight = float(run.world_size) if rows else 0.0
+        rows = rows or [0]  # a padding pass: same collectives, no gradient
+        batch = pad_batch([sequences[i] for i in rows], [masks[i] for i in rows], pad_id)
+        run.start_micro_step(engine)
+        with precision.autocast():
+            loss = masked_lm_loss(engine.module, {k: v.to(run.device) for k, v in batch.items()},
+                                  loss_normaliser=normaliser, chunk_tokens=chunk_tokens)
+        engine.backward(loss * weight)
+        total += loss.item() if weight else 0.0
+    engine.step()
+    return run.sum_float(total)
+
+
+def rank_slice(num_items: int, rank: int, world_size: int) -> slice:
+    """Rank ``rank``'s contiguous share of ``num_items`` (the first ranks take one more when it
+    does not divide).
+
+    >>> [rank_slice(5, r, 2) for r in range(2)]
+    [slice(0, 3, None), slice(3, 5, None)]
+    """
+    base, extra = divmod(num_items, world_size)
+    start = rank * base + min(rank, extra)
+    return slice(start, start + base + (1 if rank < extra else 0))
+
+
+def train(model, tokenizer, sequences, masks, config: dict, device, run: DistributedRun | None = None) -> list[dict]:
     from tqdm import tqdm
 
     optimizer = torch.optim.AdamW(model.parameters(), lr=config["lr"], weight_decay=0.0)
+    engine = None
+    if run is not None:
+        engine = run.trainable_engine(model, optimizer, dtype=config.get("dtype", "float32"), max_grad_norm=1.0)
+        optimizer = engine.optimizer
     precision = MixedPrecision(config.get("dtype", "float32"), device)
     micro_batch_size = config.get("micro_batch_size") or config["batch_size"]
     rng = random.Random(config["seed"])
@@ -102,8 +152,16 @@ def train(model, tokenizer, sequences, masks, config: dict, device) -> list[dict
     for step, indices in enumerate(tqdm(batches, desc="sft", mininterval=5)):
         for group in optimizer.param_groups:
             group["lr"] = cosine_lr(step, len(batches), config["lr"], config["warmup_steps"])
+        batch_sequences, batch_masks = [sequences[i] for i in indices], [masks[i] for i in indices]
+        if engine is not None:
+            engine.zero_grad()
+            loss = accumulate_ranked(engine, batch_sequences, batch_masks, tokenizer.pad_token_id,
+                                     micro_batch_size=micro_batch_size, precision=precision, run=run)
+            grad_norm = float(engine.get_global_grad_norm() or 0.0)
+            history.append({"step": step, "loss": round(loss, 5), "grad_norm": round(grad_norm, 5)})
+            continue
         optimizer.zero_grad(set_to_none=True)
-        loss = accumulate_gradients(model, [sequences[i] for i in indices], [masks[i] for i in indices],
+        loss = accumulate_gradients(model, batch_sequences, batch_masks,
                                     tokenizer.pad_token_id, micro_batch_size=micro_batch_size, precision=precision,
                                     device=device)
         grad_norm = precision.step(optimizer, model.parameters(), max_grad_norm=1.0)
@@ -118,6 +176,17 @@ def main(config: dict, inputs: dict, outputs: dict) -> None:
     set_cpu_threads(config.get("_runtime", {}).get("threads"))
     torch.manual_seed(config["seed"])
     device = pick_device(config["device"])
+    # A distributed block: this process is one rank of a DeepSpeed run (None: the one-process path).
+    run = start_distributed(distributed_block(config), str(device))
+    try:
+        _train_and_publish(config, inputs, outputs, run.device if run else device, run, started)
+    finally:
+        if run is not None:
+            run.close()
+
+
+def _train_and_publish(config: dict, inputs: dict, outputs: dict, device, run: DistributedRun | None,
+                       started: float) -> None:
     tokenizer = load_tokenizer(inputs["model"])
     rows = read_jsonl(inputs["data"])
     pairs = tiny_trace_pairs(rows, config) if config["source"] == "tiny_traces" else file_pairs(rows, inputs["data"], config["num_examples"])
@@ -130,15 +199,34 @@ def main(config: dict, inputs: dict, outputs: dict) -> None:
     model = load_causal_lm(inputs["model"], device=device, dtype="float32",
                            gradient_checkpointing=config.get("gradient_checkpointing", False))
     log.info("sft: %d examples, %d epochs", len(pairs), config["epochs"])
-    history = train(model, tokenizer, sequences, masks, config, device)
-    model.to(torch_dtype(config.get("dtype", "float32")))  # config.json then records the dtype (dtype: auto reads it)
+    history = train(model, tokenizer, sequences, masks, config, device, run)
+    dtype = torch_dtype(config.get("dtype", "float32"))
+    state = None
+    if run is not None:  # the full weights, gathered module by module onto rank 0
+        state = run.consolidated_state_dict(model, dtype=dtype)
+        if not run.is_main:
+            return
+    else:
+        model.to(dtype)  # config.json then records the dtype (dtype: auto reads it)
     with atomic_directory(outputs["model"]) as out_dir:
-        model.save_pretrained(out_dir)
+        save_model(model, out_dir, state, dtype)
         tokenizer.save_pretrained(out_dir)
         write_jsonl_atomic(out_dir / "sft_metrics.jsonl", history)
+        extra = {"num_examples": len(pairs), "final_loss": history[-1]["loss"]}
+        if run is not None:
+            extra["distributed"] = {"world_size": run.world_size, "zero_stage": run.zero_stage}
         write_json_atomic(out_dir / "meta.json", provenance(stage="sft", config=config, inputs=inputs, started_at=started,
-                                                            extra={"num_examples": len(pairs), "final_loss": history[-1]["loss"]}))
+                                                            extra=extra))
+
+
+def save_model(model, out_dir, state: dict | None, dtype: torch.dtype) -> None:
+    """An HF directory; ``state`` (a DeepSpeed run's consolidated weights) replaces the module's own."""
+    if state is None:
+        model.save_pretrained(out_dir)
+        return
+    model.config.dtype = dtype  # config.json records the saved dtype, as in the one-process path
+    model.save_pretrained(out_dir, state_dict=state)
 
 
 if __name__ == "__main__":
-    run_stage(main, description=__doc__)
+    run_stage_process(main, description=__doc__)
