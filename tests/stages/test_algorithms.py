@@ -462,6 +462,53 @@ def test_raw_ratio_stats_skip_padding():
     assert stats["rollout/frac_ratio_outside_band"] == pytest.approx(2 / 5)
 
 
+def _expected_policy_gradient(correction: str | None) -> torch.Tensor:
+    """Exact expected gradient, over all four completions of two binary tokens, of the policy
+    loss weighted as the trainer weights it (per-token loss x correction weights, summed).
+
+    pi: token 1 with probability 0.5 at both positions; mu (the engine): 0.8 then 0.3. The
+    reward, 1 for the completion (1, 1) and 0 otherwise, depends on both tokens; the advantage
+    is R - 0.25 (E_pi R). ``correction`` None samples from pi itself."""
+    logits = torch.zeros(2, requires_grad=True)  # one per position; pi(1) = sigmoid(logit)
+    mu_one = T([0.8, 0.3])
+    total = torch.zeros(())
+    for first in (0, 1):
+        for second in (0, 1):
+            tokens = T([first, second])
+            pi_one = torch.sigmoid(logits)  # (2,)
+            logp = torch.log(torch.where(tokens == 1, pi_one, 1 - pi_one)).unsqueeze(0)  # (1, 2)
+            mu_logp = torch.log(torch.where(tokens == 1, mu_one, 1 - mu_one)).unsqueeze(0)  # (1, 2)
+            advantage = T([float(first == second == 1) - 0.25])  # (1,)
+            per_token, _ = alg.policy_loss(logp, logp.detach(), advantage, torch.ones(1, 2), clip_eps_low=0.2, clip_eps_high=0.2)
+            if correction is None:
+                probability, weights = logp.detach().sum().exp(), torch.ones(1, 2)
+            else:
+                probability = mu_logp.sum().exp()
+                weights = alg.ROLLOUT_CORRECTIONS[correction](logp.detach(), mu_logp, torch.ones(1, 2), cap=1e6,
+                                                              low=1e-6, high=1e6).weights
+            total = total + probability * (per_token * weights).sum()
+    total.backward()
+    return logits.grad
+
+
+@pytest.mark.parametrize(
+    "correction, expected, why",
+    [
+        (None, [-0.125, -0.125], "on-policy: d/dlogit_1 of E[R] = p1 p2 is p2 p1 (1 - p1) = 0.125; a loss, so negative"),
+        ("seq_tis", [-0.125, -0.125], "prod_t pi/mu turns mu's expectation into pi's: the on-policy gradient"),
+        ("none", [-0.045, -0.17], "sum_y mu(y) (-A) (y_t - 0.5): mu = 0.24, 0.56, 0.06, 0.14 for 11, 10, 01, 00"),
+        ("tis", [-0.075, -0.2], "token 1 reweighted to pi's 0.5, token 2 still mu's 0.3 (and vice versa): "
+                                "the other token's distribution stays wrong, and the reward reads it"),
+    ],
+)
+def test_only_sequence_level_weights_give_the_on_policy_gradient(correction, expected, why):
+    """Importance sampling's promise, checked exactly by enumeration and by hand: sampling from
+    mu and weighting each completion by prod_t pi/mu (seq_tis, cap out of reach) gives the
+    on-policy expected gradient; per-token weights do not when the reward depends on several
+    tokens (tests/stages/test_learning.py shows the same on a training run)."""
+    close(_expected_policy_gradient(correction), expected, tol=1e-6)
+
+
 # --- KL placement, truncation, REINFORCE++ per-token returns, KL per sequence --------------------
 
 
