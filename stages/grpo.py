@@ -30,8 +30,9 @@ from pipeline.algorithm_config import AlgorithmConfig, GuardConfig
 from pipeline.code_deps import code_hash
 from pipeline.artifacts import atomic_directory, config_hash, file_hash, provenance, read_json, read_jsonl, write_json_atomic
 from pipeline.metrics import MetricsLogger
-from pipeline.stage_cli import run_stage
 from stages.core import algorithms as algos
+from stages.core.distributed import (DistributedRun, distributed_block, gather_groups, group_seeds, rank_groups,
+                                     run_stage_process, start_distributed)
 from stages.core.guards import GuardStop, TrainingGuards
 from stages.core.microbatch import loss_normaliser, split_minibatch, trimmed_width
 from stages.core.modeling import (chunked_head_logprobs, completion_hidden_states, completion_logprobs, load_causal_lm,
@@ -121,6 +122,19 @@ class PromptStream:
 
 
 # ---------------------------------------------------------------- the trainer
+def check_distributed_support(config: dict, algo: AlgorithmConfig, run: DistributedRun) -> None:
+    """Refuse, before any weight loads, what the DeepSpeed path does not do."""
+    if algo.uses_critic:
+        raise ValueError(f"distributed: algorithm.critic {algo.critic!r} (PPO) is not supported under DeepSpeed yet; "
+                         "run PPO presets without a distributed block, or pick a critic-free estimator")
+    if algo.ref_refresh_steps and run.zero_stage == 3:
+        raise ValueError("algorithm.ref_refresh_steps with distributed.zero_stage 3: refreshing a sharded reference "
+                         "is not supported; use zero_stage 2 or no refresh")
+    if config["prompts_per_step"] % run.world_size:
+        raise ValueError(f"prompts_per_step: {config['prompts_per_step']} must be a multiple of the world size "
+                         f"{run.world_size} (each rank generates and trains on the same number of groups)")
+
+
 @dataclasses.dataclass
 class StepTensors:
     """What the update reads, one row per completion of the batch (B, ...), on the device."""
@@ -156,9 +170,17 @@ class StatsMean:
 
 
 class GRPOTrainer:
-    def __init__(self, config: dict, inputs: dict, device: torch.device):
-        self.config, self.device = config, device
+    def __init__(self, config: dict, inputs: dict, device: torch.device, run: DistributedRun | None = None):
+        self.config, self.device, self.run = config, device, run
         self.algo = AlgorithmConfig.model_validate(config["algorithm"])
+        if run is not None:
+            check_distributed_support(config, self.algo, run)
+            if run.zero_stage == 3:
+                # Every LM-head call and trunk pass gathers ZeRO-3 shards (a collective), so every rank
+                # must make the same calls: one head chunk per micro-batch, no data-dependent
+                # prompt-sharing passes. Micro-batch counts are equalised in micro_batches().
+                self.config = config = {**config, "logprob_chunk_tokens": 2**62}
+        self.share_prompts = run is None or run.zero_stage != 3
         self.guards = TrainingGuards(GuardConfig.model_validate(config["guards"]))
         self.weights_by_task = config["rewards"]
         self.rows = read_jsonl(inputs["train"])
@@ -188,7 +210,12 @@ class GRPOTrainer:
         self.optimizer = torch.optim.AdamW(self._trainable_parameters(), lr=config["lr"], weight_decay=config["weight_decay"])
         self.critic_optimizer = self._make_critic_optimizer()
         warmup = max(1, config["warmup_steps"])
+        # Under DeepSpeed the scheduler drives the client optimizer's param groups, which ZeRO's wrapper steps with.
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lambda step: min(1.0, (step + 1) / warmup))
+        self.engine = None
+        self.rollout_model = self.policy  # what the hf backend samples from
+        if run is not None:
+            self._start_engines(inputs["model"])
         self.kl_controller = algos.make_kl_controller(self.algo)
         # With one epoch of one minibatch and nothing needing old log-probs before the update,
         # the update's own forward gives them: one forward pass per step saved.
@@ -199,13 +226,35 @@ class GRPOTrainer:
                                          stop_strings=tuple(config["stop_strings"]))
         rollout = config["rollout"]
         self.backend = create_backend(rollout["backend"], BackendRequest(
-            inputs["model"], self.tokenizer, device, policy=self.policy, dtype=self.dtype, seed=config["seed"],
+            inputs["model"], self.tokenizer, device, policy=self.rollout_model, dtype=self.dtype, seed=config["seed"],
             batch_size=rollout["batch_size"], gpu_memory_utilization=rollout["gpu_memory_utilization"],
             enable_sleep_mode=rollout["enable_sleep_mode"]))
         self.backend_name = self.backend.name
         self.last_rollouts: list[dict] = []  # the latest step's completions, kept every logging.rollouts_every steps
 
     # ------------------------------------------------------------ setup helpers
+    def _start_engines(self, model_dir: str) -> None:
+        """DeepSpeed: the policy under a ZeRO engine; the reference sharded too under ZeRO-3; under
+        ZeRO-3 the hf backend samples from a full replica refreshed module by module each step."""
+        self.engine = self.run.trainable_engine(self.policy, self.optimizer, dtype=self.dtype,
+                                                max_grad_norm=self.config["max_grad_norm"])
+        self.policy = self.rollout_model = self.engine.module
+        if self.reference is not None and self.run.zero_stage == 3:
+            self.reference, self.reference_engine = self.run.frozen_model(self.reference, dtype=self.dtype)
+        if self.run.zero_stage == 3 and self.config["rollout"]["backend"] != "vllm":
+            self.rollout_model = load_causal_lm(model_dir, device=self.device, dtype="float32")
+            self.rollout_model.requires_grad_(False)
+
+    def sync_rollout(self) -> None:
+        """The backend must sample from the updated weights next step."""
+        if self.run is None:
+            self.backend.sync_weights(self.policy)
+        elif self.rollout_model is not self.policy:  # ZeRO-3 + hf: refresh the replica layer by layer
+            self.run.copy_weights_into(self.policy, self.rollout_model)
+            self.backend.sync_weights(self.rollout_model)
+        else:
+            self.run.sync_backend(self.policy, self.backend)
+
     def _frozen_reference(self, model_dir: str):
         reference = load_causal_lm(model_dir, device=self.device, dtype=self.dtype)
         reference.eval()
@@ -242,13 +291,10 @@ class GRPOTrainer:
             indices = self.stream.take(wanted)
             # A seed per (step, round): a resumed run samples exactly what an uninterrupted one would.
             settings = dataclasses.replace(self.sampling, seed=self.config["seed"] * 1_000_003 + step * 101 + stats["sampling_rounds"])
-            groups = self.backend.generate([self.prompt_ids[i] for i in indices], settings)
-            stats["groups_sampled"] += len(groups)
-            prefetch_code_results([c.text for group_ in groups for c in group_],
-                                  [self.rows[i] for i in indices for _ in range(group)])
-            for index, completions in zip(indices, groups):
+            sampled = self.generate_and_score(indices, settings)
+            stats["groups_sampled"] += len(sampled)
+            for index, completions, scored in sampled:
                 rows = [self.rows[index]] * group
-                scored = score_completions([c.text for c in completions], rows, self.weights_by_task)
                 all_scores.append(scored)
                 # Filter on the rewards the advantages will see (after any overlong penalty).
                 shaped = self.shaped_rewards(torch.tensor(scored.totals, dtype=torch.float),
@@ -264,10 +310,36 @@ class GRPOTrainer:
             if not self.algo.dynamic_sampling or enough or stats["sampling_rounds"] >= self.algo.max_sampling_rounds:
                 break
         keep = min(len(kept_scores), wanted) if self.algo.dynamic_sampling else len(kept_scores)
-        stats["groups_kept"] = keep
-        batch = build_batch(kept_rows[:keep * group], kept_prompts[:keep * group], kept_completions[:keep * group],
+        first = 0
+        if self.run is not None:  # every rank holds every kept group; each trains on its share
+            first, keep = rank_groups(keep, self.run.rank, self.run.world_size)
+        stats["groups_kept"] = keep * (self.run.world_size if self.run is not None else 1)
+        rows_kept = slice(first * group, (first + keep) * group)
+        batch = build_batch(kept_rows[rows_kept], kept_prompts[rows_kept], kept_completions[rows_kept],
                             self.tokenizer.pad_token_id) if keep else None
-        return batch, {"scores": kept_scores[:keep], "all_scores": all_scores, **stats}
+        return batch, {"scores": kept_scores[first:first + keep], "all_scores": all_scores, **stats}
+
+    def generate_and_score(self, indices: list[int], settings: SamplingSettings) -> list[tuple[int, list[Completion], object]]:
+        """(prompt index, G completions, scores) for each prompt of ``indices``, in order.
+
+        One process: one generate call. Under DeepSpeed each rank generates and scores a
+        contiguous share of the groups, each group seeded by its position in the step (so 1 and
+        N ranks draw the same completions), and the scored groups are gathered on every rank.
+        """
+        group = self.config["group_size"]
+        if self.run is not None:
+            first, count = rank_groups(len(indices), self.run.rank, self.run.world_size)
+            mine = indices[first:first + count]
+            groups = [g for seed, ids in group_seeds(settings, first, [self.prompt_ids[i] for i in mine], self.backend.name)
+                      for g in self.backend.generate(ids, dataclasses.replace(settings, seed=seed))]
+        else:
+            mine, groups = indices, self.backend.generate([self.prompt_ids[i] for i in indices], settings)
+        prefetch_code_results([c.text for group_ in groups for c in group_],
+                              [self.rows[i] for i in mine for _ in range(group)])
+        scored = [(index, completions, score_completions([c.text for c in completions], [self.rows[index]] * group,
+                                                         self.weights_by_task))
+                  for index, completions in zip(mine, groups)]
+        return gather_groups(self.run, scored) if self.run is not None else scored
 
     # ------------------------------------------------------------ score
     def shaped_rewards(self, totals: torch.Tensor, lengths: torch.Tensor, truncated: torch.Tensor) -> tuple[torch.Tensor, dict]:
@@ -292,7 +364,13 @@ class GRPOTrainer:
         lengths = batch.attention_mask[rows].sum(-1).tolist()  # prompt + completion tokens per row
         pieces = split_minibatch(lengths, micro_batch_size=self.config.get("micro_batch_size"),
                                  max_tokens_per_micro_batch=self.config.get("max_tokens_per_micro_batch"))
-        return [rows[torch.tensor(piece, dtype=torch.long)] for piece in pieces]
+        out = [rows[torch.tensor(piece, dtype=torch.long)] for piece in pieces]
+        if self.run is None:
+            return out
+        # ZeRO gathers shards / reduces gradients in every pass: each rank runs as many passes as
+        # the rank with the most; the extra ones repeat a piece (recomputing values it already
+        # wrote, or contributing a zero-weighted loss).
+        return out + out[-1:] * (self.run.max_int(len(out)) - len(out))
 
     def policy_forward(self, batch: RolloutBatch, *, with_values: bool = False, with_entropy: bool = True):
         """Float32 log-probs (b, t), entropy (b, t) or None and, for a value-head critic, values
@@ -400,6 +478,13 @@ class GRPOTrainer:
         for _ in range(self.algo.num_epochs):
             order = torch.randperm(size) if self.algo.num_minibatches > 1 else torch.arange(size)
             for chunk in order.chunk(self.algo.num_minibatches):
+                if self.engine is not None:
+                    self.engine.zero_grad()
+                    minibatch_stats = self.accumulate_gradients(batch, chunk, tensors, on_policy)
+                    self.engine.step()  # reduces the gradients, clips them to max_grad_norm, steps
+                    stats.add({**minibatch_stats.pop("mean"), "grad_norm": self.run.grad_norm(self.engine)}, 1.0)
+                    stats.add_max("ratio_max", minibatch_stats["ratio_max"])
+                    continue
                 self.optimizer.zero_grad(set_to_none=True)
                 if self.critic_optimizer is not None:
                     self.critic_optimizer.zero_grad(set_to_none=True)
@@ -416,16 +501,33 @@ class GRPOTrainer:
         """Backward of one minibatch's loss (``rows`` of the batch), micro-batch by micro-batch.
 
         Each micro-batch divides its sums by the minibatch's normaliser, so the accumulated
-        gradient is the gradient of the whole minibatch's loss."""
+        gradient is the gradient of the whole minibatch's loss. Under DeepSpeed the normaliser is
+        the global minibatch's (summed over ranks) and each loss is multiplied by the world size,
+        since ZeRO averages gradients over ranks: the update is the one-process update of the
+        global batch, and each rank's ``loss`` is its share of the global loss."""
         device_rows = rows.to(self.device)
         normaliser = loss_normaliser(self.algo.loss_aggregation, tensors.mask[device_rows])
         value_normaliser = loss_normaliser("token_mean", tensors.mask[device_rows])  # the value loss is a token mean
+        pieces = self.micro_batches(batch, rows)
+        num_real, scale = len(pieces), 1.0
+        if self.run is not None:
+            normaliser = self.run.sum_float(normaliser)
+            num_real = len(dict.fromkeys(id(piece) for piece in pieces))  # the padding repeats the last piece
+            scale = float(self.run.world_size)
         stats = StatsMean()
         total_loss, ratio_max = 0.0, 0.0
-        for piece_rows in self.micro_batches(batch, rows):
+        for number, piece_rows in enumerate(pieces):
+            if self.engine is not None:
+                self.run.start_micro_step(self.engine)
             loss, piece_stats, weight = self._micro_batch_loss(batch, piece_rows, tensors, on_policy, normaliser,
                                                                value_normaliser)
-            self.precision.backward(loss)
+            if number >= num_real:  # a padding pass: the same collectives, no gradient
+                self.engine.backward(loss * 0.0)
+                continue
+            if self.engine is not None:
+                self.engine.backward(loss * scale)
+            else:
+                self.precision.backward(loss)
             total_loss += loss.item()
             ratio_max = max(ratio_max, piece_stats.pop("ratio_max"))
             stats.add(piece_stats, weight)
@@ -488,6 +590,8 @@ class GRPOTrainer:
         rewards, reward_metrics = self.rewards_of(batch, scores)  # (B,)
         self.last_rollouts = [{"id": row["id"], "completion": c.text, "reward": r, "finish_reason": c.finish_reason}
                               for row, c, r in zip(batch.rows, batch.completions, rewards.tolist())]
+        if self.run is not None:  # rank 0 archives every rank's completions
+            self.last_rollouts = gather_groups(self.run, self.last_rollouts)
         # advantage (old and reference log-probs first, unless the update's pass provides them)
         tensors, entropy, adv_metrics = self.prepare(batch, rewards)
         # update
@@ -497,19 +601,25 @@ class GRPOTrainer:
         if on_policy is not None:
             old_logp, entropy = on_policy
         # sync: the backend must sample from the updated weights next step
-        self.backend.sync_weights(self.policy)
+        self.sync_rollout()
         metrics = self.step_metrics(step, batch, scores, rewards, old_logp, tensors.ref_logp, entropy)
-        self.kl_controller.update(metrics.get("kl_per_seq", 0.0), len(batch.completions))
         metrics.update(reward_metrics)
         metrics.update(adv_metrics)
         metrics.update(update_stats)
         metrics.update(sample_stats)
-        metrics["kl_coef"] = self.kl_controller.beta
         metrics["lr"] = self.scheduler.get_last_lr()[0]
         metrics["time/sample_s"] = sample_s
         metrics["time/update_s"] = time.time() - update_started
         metrics["time/step_s"] = time.time() - started
         metrics["throughput/tokens_per_s"] = float(batch.completion_mask.sum()) / max(1e-9, metrics["time/step_s"])
+        if self.run is not None:  # the global batch's metrics, the same on every rank
+            metrics = self.run.reduce_metrics(metrics, num_completions=len(batch.completions),
+                                              num_tokens=float(batch.completion_mask.sum()))
+            metrics["reward/std"] = self.run.global_std(rewards.tolist())
+        # Global batch size: every rank's controller sees the same reduced KL and stays in step.
+        batch_size = len(batch.completions) * (self.run.world_size if self.run is not None else 1)
+        self.kl_controller.update(metrics.get("kl_per_seq", 0.0), batch_size)
+        metrics["kl_coef"] = self.kl_controller.beta
         return metrics
 
     def step_metrics(self, step, batch, scores, rewards, old_logp, ref_logp, entropy) -> dict:
@@ -565,12 +675,17 @@ def run_identity(config: dict, inputs: dict) -> str:
     """
     model_dir = Path(inputs["model"])
     model_marker = model_dir / "meta.json" if (model_dir / "meta.json").exists() else model_dir
-    settings = {k: v for k, v in config.items() if k != "_runtime"}
+    # The distributed block is left out: a checkpoint of another layout is refused by name
+    # (check_layout) instead of being silently moved aside as another experiment.
+    settings = {k: v for k, v in config.items() if k not in ("_runtime", "distributed")}
     return config_hash({"config": settings, "model": file_hash(model_marker), "train": file_hash(inputs["train"]),
                         "code": code_hash("stages.grpo")})
 
 
 def save_checkpoint(trainer: GRPOTrainer, scratch: Path, step: int, identity: str, keep: int) -> None:
+    if trainer.run is not None:
+        save_checkpoint_ranked(trainer, scratch, step, identity, keep)
+        return
     root = scratch / "checkpoints"
     with atomic_directory(root / f"step_{step:06d}") as tmp:
         trainer.policy.save_pretrained(tmp / "model")
@@ -589,6 +704,65 @@ def save_checkpoint(trainer: GRPOTrainer, scratch: Path, step: int, identity: st
                                                   "guard_streaks": trainer.guards.streaks})
     for old in sorted(root.glob("step_*"))[:-keep]:
         shutil.rmtree(old, ignore_errors=True)
+
+
+def checkpoint_layout(run: DistributedRun | None) -> dict:
+    """How a checkpoint's model and optimizer are stored: one process, or DeepSpeed ranks x ZeRO stage.
+
+    >>> checkpoint_layout(None)
+    {'deepspeed': False, 'world_size': 1, 'zero_stage': 0}
+    """
+    if run is None:
+        return {"deepspeed": False, "world_size": 1, "zero_stage": 0}
+    return {"deepspeed": True, "world_size": run.world_size, "zero_stage": run.zero_stage}
+
+
+def save_checkpoint_ranked(trainer: GRPOTrainer, scratch: Path, step: int, identity: str, keep: int) -> None:
+    """A DeepSpeed checkpoint: every rank writes its ZeRO partition and its RNG state into one
+    directory, rank 0 the shared files; the directory appears under its final name (a rename by
+    rank 0 after all ranks wrote) only when complete."""
+    run = trainer.run
+    root = scratch / "checkpoints"
+    final, tmp = root / f"step_{step:06d}", root / f".partial-step_{step:06d}"
+    if run.is_main:
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+    run.barrier()
+    trainer.engine.save_checkpoint(str(tmp / "engine"), tag="state", save_latest=False)
+    torch.save({"torch_rng": torch.get_rng_state(), "python_rng": random.getstate()}, tmp / f"rng_rank{run.rank:05d}.pt")
+    if run.is_main:
+        state = {"scheduler": trainer.scheduler.state_dict()}
+        if trainer.reference is not None and trainer.algo.ref_refresh_steps:
+            state["reference"] = trainer.reference.state_dict()
+        torch.save(state, tmp / "trainer_state.pt")
+        write_json_atomic(tmp / "progress.json", {"next_step": step + 1, "data_position": trainer.stream.position,
+                                                  "kl_beta": trainer.kl_controller.beta, "identity": identity,
+                                                  "guard_streaks": trainer.guards.streaks,
+                                                  "layout": checkpoint_layout(run)})
+    run.barrier()
+    if run.is_main:
+        shutil.rmtree(final, ignore_errors=True)
+        tmp.rename(final)
+        for old in sorted(root.glob("step_*"))[:-keep]:
+            shutil.rmtree(old, ignore_errors=True)
+    run.barrier()
+
+
+def check_layout(checkpoint: Path, progress: dict, run: DistributedRun | None) -> None:
+    """A checkpoint resumes only under the layout that wrote it: ZeRO partitions and per-rank RNG
+    states are per rank, so another world size (or ZeRO stage, or one process) is refused."""
+    written = progress.get("layout", checkpoint_layout(None))
+    current = checkpoint_layout(run)
+    if written != current:
+        raise RuntimeError(
+            f"checkpoint {checkpoint} was written by {_describe_layout(written)}; this run is {_describe_layout(current)}. "
+            f"Resume it with the distributed block it was written with, or delete {checkpoint.parent} to start over")
+
+
+def _describe_layout(layout: dict) -> str:
+    if not layout["deepspeed"]:
+        return "one process (no distributed block)"
+    return f"{layout['world_size']} rank(s) under ZeRO-{layout['zero_stage']}"
 
 
 def latest_checkpoint(scratch: Path, identity: str) -> Path | None:
@@ -624,10 +798,26 @@ def clear_partial_outputs(scratch: Path, resume_step: int) -> None:
                 shutil.rmtree(path) if path.is_dir() else path.unlink()
 
 
+def save_policy(trainer: GRPOTrainer, out_dir: Path) -> None:
+    """The policy as an HF directory. Under DeepSpeed every rank calls this (the weights are
+    gathered module by module) and only rank 0 writes; ``from_pretrained`` loads the result."""
+    if trainer.run is None:
+        trainer.policy.save_pretrained(out_dir)
+        return
+    dtype = torch.float32 if trainer.dtype in ("float32", "auto") else getattr(torch, trainer.dtype)
+    state = trainer.run.consolidated_state_dict(trainer.policy, dtype=dtype)
+    if trainer.run.is_main:
+        trainer.policy.config.dtype = dtype
+        trainer.policy.save_pretrained(out_dir, state_dict=state)
+
+
 def publish_snapshot(trainer: GRPOTrainer, scratch: Path, steps_done: int) -> None:
     """The policy after ``steps_done`` updates, as an HF directory for evaluation over training."""
+    if trainer.run is not None and not trainer.run.is_main:
+        save_policy(trainer, scratch)  # takes part in the gathers; writes nothing
+        return
     with atomic_directory(scratch / SNAPSHOTS_PARTIAL / f"step_{steps_done:06d}") as out_dir:
-        trainer.policy.save_pretrained(out_dir)
+        save_policy(trainer, out_dir)
         trainer.tokenizer.save_pretrained(out_dir)
         write_json_atomic(out_dir / "meta.json", {"stage": "grpo", "run": trainer.config["run"], "step": steps_done})
 
@@ -650,6 +840,9 @@ def restore(trainer: GRPOTrainer, checkpoint: Path) -> int:
     from safetensors.torch import load_file
 
     progress = read_json(checkpoint / "progress.json")
+    check_layout(checkpoint, progress, trainer.run)
+    if trainer.run is not None:
+        return restore_ranked(trainer, checkpoint, progress)
     weights = {}
     for shard in sorted((checkpoint / "model").glob("*.safetensors")):
         weights.update(load_file(shard, device=str(trainer.device)))
@@ -670,7 +863,26 @@ def restore(trainer: GRPOTrainer, checkpoint: Path) -> int:
     trainer.stream.position = progress["data_position"]
     trainer.kl_controller.beta = progress["kl_beta"]
     trainer.guards.streaks.update(progress.get("guard_streaks", {}))
-    trainer.backend.sync_weights(trainer.policy)
+    trainer.sync_rollout()  # one process: the backend syncs the policy, as before
+    return progress["next_step"]
+
+
+def restore_ranked(trainer: GRPOTrainer, checkpoint: Path, progress: dict) -> int:
+    """Every rank loads its ZeRO partition (model and optimizer) and its own RNG state."""
+    run = trainer.run
+    trainer.engine.load_checkpoint(str(checkpoint / "engine"), tag="state", load_optimizer_states=True,
+                                   load_lr_scheduler_states=False)
+    state = torch.load(checkpoint / "trainer_state.pt", weights_only=False)
+    trainer.scheduler.load_state_dict(state["scheduler"])
+    if trainer.reference is not None and "reference" in state:
+        trainer.reference.load_state_dict(state["reference"])
+    rng = torch.load(checkpoint / f"rng_rank{run.rank:05d}.pt", weights_only=False)
+    torch.set_rng_state(rng["torch_rng"])
+    random.setstate(rng["python_rng"])
+    trainer.stream.position = progress["data_position"]
+    trainer.kl_controller.beta = progress["kl_beta"]
+    trainer.guards.streaks.update(progress.get("guard_streaks", {}))
+    trainer.sync_rollout()
     return progress["next_step"]
 
 
@@ -707,17 +919,22 @@ def train(trainer: GRPOTrainer, config: dict, inputs: dict, scratch: Path) -> in
     from tqdm import tqdm
 
     identity = run_identity(config, inputs)
-    checkpoint = latest_checkpoint(scratch, identity)
+    main_rank = trainer.run is None or trainer.run.is_main
+    checkpoint = latest_checkpoint(scratch, identity) if main_rank else None
+    if trainer.run is not None:  # rank 0 looked (and moved stale scratch aside); every rank resumes from its answer
+        checkpoint = trainer.run.broadcast_object(checkpoint)
     start = restore(trainer, checkpoint) if checkpoint else 0
-    clear_partial_outputs(scratch, start)
+    if main_rank:
+        clear_partial_outputs(scratch, start)
     if checkpoint:
         log.info("resumed from %s: continuing at step %d of %d", checkpoint.name, start, config["steps"])
     else:
         log.info("no checkpoint of this config, start model, data and code: training from step 0")
+    # Only rank 0 writes metrics, rollouts and snapshots; the others log nothing.
     logger = MetricsLogger(scratch / "metrics.partial.jsonl", resume_from_step=start,
                            tensorboard_dir=scratch / "tensorboard" if config["logging"]["tensorboard"] else None,
                            wandb_project=config["logging"]["wandb_project"] if config["logging"]["wandb"] else None,
-                           run_name=config["run"], config=config)
+                           run_name=config["run"], config=config) if main_rank else None
     trained = 0
     try:
         progress = tqdm(range(start, config["steps"]), desc=f"grpo {config['run']}", initial=start, total=config["steps"],
@@ -729,16 +946,18 @@ def train(trainer: GRPOTrainer, config: dict, inputs: dict, scratch: Path) -> in
             trained += 1
             for warning in trainer.guards.check(step, metrics):
                 log.warning(warning)
-            logger.log(metrics)
+            if logger is not None:
+                logger.log(metrics)
             progress.set_postfix(progress_fields(metrics), refresh=False)
             if config["eval_every"] and (step + 1) % config["eval_every"] == 0:
                 publish_snapshot(trainer, scratch, step + 1)
-            if step % config["logging"]["rollouts_every"] == 0:
+            if step % config["logging"]["rollouts_every"] == 0 and logger is not None:
                 logger.log_rollouts(scratch / "rollouts", step, trainer.last_rollouts)
             if (step + 1) % config["checkpoint_every"] == 0 or step + 1 == config["steps"]:
                 save_checkpoint(trainer, scratch, step, identity, config["keep_checkpoints"])
     finally:
-        logger.close()
+        if logger is not None:
+            logger.close()
     return trained
 
 
@@ -748,27 +967,41 @@ def main(config: dict, inputs: dict, outputs: dict) -> None:
     torch.manual_seed(config["seed"])
     random.seed(config["seed"])
     device = pick_device(config["device"])
+    # A distributed block: this process is one rank of a DeepSpeed run (None: the one-process path).
+    run = start_distributed(distributed_block(config), str(device))
+    try:
+        train_and_publish(config, inputs, outputs, run.device if run else device, run, started)
+    finally:
+        if run is not None:
+            run.close()
+
+
+def train_and_publish(config: dict, inputs: dict, outputs: dict, device, run: DistributedRun | None, started: float) -> None:
     # Does it fit? Decided from config.json alone, before any weights load (stages/core/memory_plan.py).
     check_stage_fits("grpo", config, inputs["model"], device)
     scratch = Path(outputs["scratch"])
-    trainer = GRPOTrainer(config, inputs, device)
+    trainer = GRPOTrainer(config, inputs, device, run)
     try:
         trained = train(trainer, config, inputs, scratch)
     except GuardStop as stop:
         raise SystemExit(f"grpo {config['run']}: training guard stopped the run: {stop}") from None
     finally:
         trainer.backend.close()
+    if run is not None and not run.is_main:
+        save_policy(trainer, Path(outputs["model"]))  # takes part in the gathers; rank 0 writes
+        return
     records = read_jsonl(scratch / "metrics.partial.jsonl")
     steps_logged = [r["step"] for r in records]
     if steps_logged != list(range(config["steps"])):
         raise RuntimeError(f"grpo {config['run']}: metrics cover steps {steps_logged[:3]}...{steps_logged[-3:]} "
                            f"but {config['steps']} steps were asked for; the scratch dir {scratch} is inconsistent")
     with atomic_directory(outputs["model"]) as out_dir:
-        trainer.policy.save_pretrained(out_dir)
+        save_policy(trainer, out_dir)
         trainer.tokenizer.save_pretrained(out_dir)
         write_json_atomic(out_dir / "meta.json", provenance(
             stage="grpo", config=config, inputs=inputs, started_at=started,
             extra={"rollout_backend": trainer.backend_name, "steps_trained_this_invocation": trained,
+                   "layout": checkpoint_layout(run),
                    "final_metrics": records[-1] if records else None, **verifier_provenance(config["rewards"])}))
     shutil.copyfile(scratch / "metrics.partial.jsonl", str(outputs["metrics"]) + ".tmp")
     Path(str(outputs["metrics"]) + ".tmp").replace(outputs["metrics"])
@@ -778,4 +1011,4 @@ def main(config: dict, inputs: dict, outputs: dict) -> None:
 
 
 if __name__ == "__main__":
-    run_stage(main, description=__doc__)
+    run_stage_process(main, description=__doc__)

@@ -157,7 +157,7 @@ def train(model, tokenizer, sequences, masks, config: dict, device, run: Distrib
             engine.zero_grad()
             loss = accumulate_ranked(engine, batch_sequences, batch_masks, tokenizer.pad_token_id,
                                      micro_batch_size=micro_batch_size, precision=precision, run=run)
-            grad_norm = float(engine.get_global_grad_norm() or 0.0)
+            grad_norm = run.grad_norm(engine)
             history.append({"step": step, "loss": round(loss, 5), "grad_norm": round(grad_norm, 5)})
             continue
         optimizer.zero_grad(set_to_none=True)

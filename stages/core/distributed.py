@@ -226,7 +226,17 @@ class DistributedRun:
 
         engine, _, _, _ = deepspeed.initialize(model=model, optimizer=optimizer,
                                                config=self.ds_config(dtype=dtype, max_grad_norm=max_grad_norm))
+        if self.zero_stage == 0 and dtype == "float32" and max_grad_norm is not None:
+            _record_fp32_grad_norm(engine)
         return engine
+
+    @staticmethod
+    def grad_norm(engine) -> float:
+        """The global gradient norm of the last step, before clipping (as one process logs it)."""
+        norm = engine.get_global_grad_norm()
+        if norm is None:
+            norm = getattr(engine, "r1zero_grad_norm", 0.0)
+        return float(norm)
 
     @staticmethod
     def start_micro_step(engine) -> None:
@@ -296,6 +306,25 @@ class DistributedRun:
         records = self.all_gather_objects((metrics, float(num_completions), float(num_tokens)))
         return combine_rank_metrics(records)
 
+    def global_std(self, values: list[float]) -> float:
+        """Population standard deviation of ``values`` over all ranks."""
+        everything = [v for share in self.all_gather_objects(list(values)) for v in share]
+        return float(torch.tensor(everything, dtype=torch.float).std(unbiased=False)) if everything else 0.0
+
+    def sync_backend(self, model: torch.nn.Module, backend) -> None:
+        """Push the policy's weights into this rank's rollout engine.
+
+        ZeRO <= 2: every rank holds the whole model; the backend syncs as in one process. ZeRO-3
+        (vLLM, one colocated engine per rank): the weights go over in pieces of one top-level block
+        (embeddings, each decoder layer, final norm, head) at a time, each gathered from the shards
+        and released before the next, so the whole model is never materialised on a rank.
+        """
+        if self.zero_stage != 3:
+            backend.sync_weights(model)
+            return
+        for piece in weight_pieces(model):
+            backend.sync_weights(piece)
+
     # ------------------------------------------------------------ full weights of a sharded model
     def gathered_modules(self, model: torch.nn.Module) -> Iterator[tuple[str, torch.nn.Module]]:
         """(prefix, module) with the module's own parameters gathered, one module at a time.
@@ -358,6 +387,18 @@ class DistributedRun:
             torch.distributed.destroy_process_group()
 
 
+def _record_fp32_grad_norm(engine) -> None:
+    """ZeRO-0 in float32 clips with DeepSpeed's ``clip_grad_norm_`` but drops the norm it returns;
+    keep it, so ``grad_norm`` is logged as under ZeRO 1-3."""
+    from deepspeed.runtime.utils import clip_grad_norm_
+
+    def clip_and_record() -> None:
+        engine.r1zero_grad_norm = float(clip_grad_norm_(parameters=engine.module.parameters(),
+                                                        max_norm=engine.gradient_clipping(), mpu=engine.mpu))
+
+    engine.clip_fp32_gradients = clip_and_record
+
+
 def combine_rank_metrics(records: list[tuple[dict, float, float]]) -> dict:
     """Combine (metrics, num_completions, num_tokens) of every rank into global metrics.
 
@@ -417,3 +458,99 @@ def run_stage_process(main, description: str) -> None:
         traceback.print_exc()
         exit_process(1)
     exit_process(0)
+
+
+# ---------------------------------------------------------------- GRPO: groups across ranks
+def rank_groups(num_groups: int, rank: int, world_size: int) -> tuple[int, int]:
+    """(first group, number of groups) of ``rank`` when ``num_groups`` groups are split evenly.
+
+    A remainder that does not divide (dynamic sampling can keep any number) is dropped, so
+    that every rank trains on as many groups as the others.
+
+    >>> [rank_groups(8, r, 2) for r in range(2)]
+    [(0, 4), (4, 4)]
+    >>> rank_groups(5, 1, 2)
+    (2, 2)
+    """
+    per_rank = num_groups // world_size
+    return rank * per_rank, per_rank
+
+
+def group_seeds(settings, first_group: int, prompt_ids: list[list[int]], backend: str) -> list[tuple[int | None, list[list[int]]]]:
+    """(seed, prompts) generate calls for a rank's groups, each group seeded by its position in
+    the step (``first_group + i``), not by the rank: 1 rank and N ranks draw the same completions.
+
+    vLLM seeds the prompts of one call with ``seed + prompt_index x G``, so one call with the
+    seed shifted by ``first_group x G`` gives each group the seed it has in a one-call run; the hf
+    backend seeds once per call, so it gets one call per group with that same seed.
+
+    >>> from stages.core.rollout import SamplingSettings
+    >>> settings = SamplingSettings(num_samples=4, max_new_tokens=8, seed=100)
+    >>> group_seeds(settings, 2, [[1], [2]], "hf")
+    [(108, [[1]]), (112, [[2]])]
+    >>> group_seeds(settings, 2, [[1], [2]], "vllm")
+    [(108, [[1], [2]])]
+    """
+    if settings.seed is None:
+        return [(None, prompt_ids)]
+    group = settings.num_samples
+    if backend == "vllm":
+        return [(settings.seed + first_group * group, prompt_ids)]
+    return [(settings.seed + (first_group + i) * group, [ids]) for i, ids in enumerate(prompt_ids)]
+
+
+def gather_groups(run: DistributedRun, groups: list) -> list:
+    """Every rank's scored groups, concatenated in rank order (= the order of the step's prompts)."""
+    return [group for share in run.all_gather_objects(groups) for group in share]
+
+
+
+
+def weight_pieces(model: torch.nn.Module) -> Iterator["WeightPiece"]:
+    """``WeightPiece`` objects (what ``named_policy_weights`` reads) of a ZeRO-3 model, one
+    decoder layer (or other top-level block) at a time, gathered while the piece is in use."""
+    import deepspeed
+
+    tied = bool(getattr(model.config, "tie_word_embeddings", False))
+    embeddings = model.get_input_embeddings()
+    for prefix, block in _weight_blocks(model):
+        params = list(block.named_parameters())
+        with deepspeed.zero.GatheredParameters([p for _, p in params], modifier_rank=None):
+            named = {f"{prefix}.{name}": p.detach() for name, p in params}
+            if tied and block is embeddings:
+                named["lm_head.weight"] = embeddings.weight.detach()  # vLLM reloads the head on its own
+            yield WeightPiece(named)
+
+
+def _weight_blocks(model: torch.nn.Module) -> list[tuple[str, torch.nn.Module]]:
+    """Top-level blocks: children with parameters, descending into ModuleLists (decoder layers)."""
+    blocks = []
+
+    def visit(prefix: str, module: torch.nn.Module) -> None:
+        for name, child in module.named_children():
+            path = f"{prefix}.{name}" if prefix else name
+            if not any(True for _ in child.parameters()):
+                continue
+            if isinstance(child, torch.nn.ModuleList) or (child is getattr(model, "base_model", None) and child is not model):
+                visit(path, child)
+            else:
+                blocks.append((path, child))
+
+    visit("", model)
+    return blocks
+
+
+@dataclasses.dataclass
+class WeightPiece:
+    """A few named tensors shaped like a model for ``rollout_vllm.named_policy_weights``."""
+
+    tensors: dict
+
+    class _Config:
+        tie_word_embeddings = False
+
+    config = _Config()
+
+    def state_dict(self) -> dict:
+        return self.tensors
+
