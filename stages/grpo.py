@@ -374,19 +374,20 @@ class GRPOTrainer:
 
     def policy_forward(self, batch: RolloutBatch, *, with_values: bool = False, with_entropy: bool = True):
         """Float32 log-probs (b, t), entropy (b, t) or None and, for a value-head critic, values
-        (b, t), computed under the run's autocast with the LM head applied in chunks."""
+        (b, t), computed under the run's autocast with the LM head applied in chunks. Rows that
+        share a prompt (a group) run it through the trunk once (``share_prompts``)."""
         ids, attention = batch.input_ids.to(self.device), batch.attention_mask.to(self.device)
         width = batch.num_completion_tokens
         chunk = self.config.get("logprob_chunk_tokens", 4096)
         temperature = self.config["temperature"]
         with self.precision.autocast():
             if with_values and self.critic is not None and self.critic.shares_policy_trunk:
-                hidden = completion_hidden_states(self.policy, ids, attention, width)  # (b, t, H): one trunk pass
+                hidden = completion_hidden_states(self.policy, ids, attention, width, share_prompts=self.share_prompts)  # (b, t, H): one trunk pass
                 logp, entropy = chunked_head_logprobs(self.policy.get_output_embeddings(), hidden, ids[:, -width:],
                                                       temperature=temperature, with_entropy=with_entropy, chunk_tokens=chunk)
                 return logp, entropy, self.critic.model.values_from_hidden(hidden)
             logp, entropy = completion_logprobs(self.policy, ids, attention, width, temperature=temperature,
-                                                with_entropy=with_entropy, chunk_tokens=chunk)
+                                                with_entropy=with_entropy, chunk_tokens=chunk, share_prompts=self.share_prompts)
         return logp, entropy, None
 
     @torch.no_grad()
@@ -415,7 +416,7 @@ class GRPOTrainer:
             ids, attention = piece.input_ids.to(self.device), piece.attention_mask.to(self.device)
             logp, _ = completion_logprobs(self.reference, ids, attention, piece.num_completion_tokens,
                                           temperature=self.config["temperature"],
-                                          chunk_tokens=self.config.get("logprob_chunk_tokens", 4096))
+                                          chunk_tokens=self.config.get("logprob_chunk_tokens", 4096), share_prompts=self.share_prompts)
             return (logp,)
 
         return self._over_micro_batches(batch, forward)[0]  # (B, T)

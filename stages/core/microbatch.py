@@ -127,3 +127,36 @@ def trimmed_width(mask: torch.Tensor) -> int:
     """
     real_columns = mask.bool().any(dim=0).nonzero()
     return max(1, int(real_columns.max()) + 1) if real_columns.numel() else 1
+
+
+def length_buckets(lengths: Sequence[int], overhead_tokens: int) -> list[list[int]]:
+    """Rows grouped into buckets of similar length, each to be padded only to its own longest row.
+
+    Minimises sum over buckets of (rows x longest length + ``overhead_tokens``): the padded
+    tokens computed plus a fixed cost per extra forward call, expressed in tokens. Rows are sorted
+    by length and cut into contiguous runs by dynamic programming (exact, O(n^2) for n rows).
+    A length of 0 counts as 1 (a forward needs one position).
+
+    >>> length_buckets([20, 21, 70, 22], overhead_tokens=16)  # 3 x 22 + 1 x 70 + 16 < 4 x 70
+    [[0, 1, 3], [2]]
+    >>> length_buckets([20, 21, 70, 22], overhead_tokens=1000)  # a call costs more than the padding
+    [[0, 1, 3, 2]]
+    """
+    if overhead_tokens < 0:
+        raise ValueError(f"overhead_tokens: {overhead_tokens} must be >= 0")
+    order = sorted(range(len(lengths)), key=lambda i: (lengths[i], i))
+    sorted_lengths = [max(1, lengths[i]) for i in order]
+    # best[j]: least cost of the first j sorted rows; cut[j]: where their last bucket starts.
+    best = [0.0] + [float("inf")] * len(order)
+    cut = [0] * (len(order) + 1)
+    for end in range(1, len(order) + 1):
+        longest = sorted_lengths[end - 1]  # sorted: the bucket's last row is its longest
+        for start in range(end):
+            cost = best[start] + (end - start) * longest + overhead_tokens
+            if cost < best[end]:
+                best[end], cut[end] = cost, start
+    buckets, end = [], len(order)
+    while end > 0:
+        buckets.append(order[cut[end]:end])
+        end = cut[end]
+    return buckets[::-1]

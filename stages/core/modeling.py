@@ -167,18 +167,105 @@ def left_pad_position_ids(attention_mask: torch.Tensor) -> torch.Tensor:
 
 
 def completion_hidden_states(model, input_ids: torch.Tensor, attention_mask: torch.Tensor,
-                             num_completion_tokens: int) -> torch.Tensor:
+                             num_completion_tokens: int, *, share_prompts: bool = False) -> torch.Tensor:
     """The trunk's final hidden states at the positions that predict the completion: (B, T, H).
 
     Runs ``model.base_model`` (the decoder without the LM head) so no (B, L, V) logits are ever
     made; ``hidden[:, t]`` predicts completion token t, like ``completion_logits``.
+
+    ``share_prompts``: rows with the same prompt (a GRPO group: G completions of one prompt) run
+    that prompt through the trunk once; see ``shared_prompt_hidden_states``. Same numbers up to
+    float rounding, and gradients flow through the shared prompt pass to every row that reads it.
     """
     if input_ids.shape[1] <= num_completion_tokens:
         raise ValueError(f"input_ids has {input_ids.shape[1]} positions; need more than the "
                          f"{num_completion_tokens} completion tokens (at least one prompt token)")
+    if share_prompts and prompt_sharing_pays(model, input_ids, attention_mask, num_completion_tokens):
+        return shared_prompt_hidden_states(model, input_ids, attention_mask, num_completion_tokens)
     hidden = model.base_model(input_ids=input_ids, attention_mask=attention_mask,
                               position_ids=left_pad_position_ids(attention_mask), use_cache=False).last_hidden_state  # (B, L, H)
     return hidden[:, -num_completion_tokens - 1:-1]  # (B, T, H)
+
+
+def distinct_prompts(input_ids: torch.Tensor, attention_mask: torch.Tensor, num_completion_tokens: int):
+    """The distinct left-padded prompts of a batch: (unique ids (U, P), unique mask (U, P), row -> prompt (B,)).
+
+    >>> ids = torch.tensor([[0, 5, 9], [0, 5, 8], [6, 7, 9]]); mask = torch.ones_like(ids); mask[:2, 0] = 0
+    >>> unique_ids, unique_mask, inverse = distinct_prompts(ids, mask, 1)
+    >>> unique_ids.tolist(), inverse.tolist()
+    ([[0, 5], [6, 7]], [0, 0, 1])
+    """
+    width = input_ids.shape[1] - num_completion_tokens
+    # The mask joins the key: a real token equal to the pad id must not merge two different prompts.
+    keys = torch.cat([input_ids[:, :width], attention_mask[:, :width].to(input_ids.dtype)], dim=1)  # (B, 2P)
+    unique, inverse = torch.unique(keys, dim=0, return_inverse=True)  # (U, 2P), (B,)
+    return unique[:, :width], unique[:, width:].to(attention_mask.dtype), inverse
+
+
+def prompt_sharing_pays(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, num_completion_tokens: int) -> bool:
+    """Whether ``shared_prompt_hidden_states`` can run and saves work: some rows share a prompt,
+    and no gradient checkpointing is active (transformers drops the KV cache under it)."""
+    if getattr(model, "is_gradient_checkpointing", False) and model.training and torch.is_grad_enabled():
+        return False
+    num_prompts = distinct_prompts(input_ids, attention_mask, num_completion_tokens)[0].shape[0]
+    return num_prompts < input_ids.shape[0]
+
+
+# What one more forward call costs, in tokens of compute, when the completion pass is split into
+# length buckets: on CPU a small model's call overhead is worth a few dozen tokens; on a GPU the
+# launch overhead of a call is worth about a thousand tokens of a 0.5B model.
+BUCKET_CALL_TOKENS = {"cpu": 64, "cuda": 1024}
+
+
+def shared_prompt_hidden_states(model, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                                num_completion_tokens: int) -> torch.Tensor:
+    """``completion_hidden_states`` with each distinct prompt run once: (B, T, H).
+
+    GRPO samples G completions per prompt, and on short completions the prompt is most of every
+    row (the default: ~45 prompt tokens, ~25 completion tokens). The prompt pass runs over the
+    U distinct prompts and keeps their keys and values; the completion pass then attends to each
+    row's prompt keys and values (gathered, so autograd sums every row's gradient back into the
+    one prompt pass), with positions continuing from the row's prompt length, as in the full pass.
+    The completion pass runs in length buckets (``microbatch.length_buckets``), each padded only
+    to its own longest completion, so one long completion does not pad the whole batch.
+
+    Example:
+        >>> from transformers import Qwen2ForCausalLM
+        >>> model = Qwen2ForCausalLM(tiny_qwen2_config(vocab_size=40, hidden_size=16, num_layers=1, num_heads=2))
+        >>> ids = torch.tensor([[0, 5, 6, 7], [0, 5, 8, 9]]); mask = torch.tensor([[0, 1, 1, 1], [0, 1, 1, 1]])
+        >>> shared = shared_prompt_hidden_states(model, ids, mask, 2)
+        >>> torch.allclose(shared, completion_hidden_states(model, ids, mask, 2), atol=1e-6)
+        True
+    """
+    from transformers import DynamicCache
+
+    from stages.core.microbatch import length_buckets
+
+    width = input_ids.shape[1] - num_completion_tokens
+    prompt_ids, prompt_mask, inverse = distinct_prompts(input_ids, attention_mask, num_completion_tokens)  # (U, P), (U, P), (B,)
+    prompt_cache = DynamicCache(config=model.config)
+    prompt_hidden = model.base_model(input_ids=prompt_ids, attention_mask=prompt_mask, past_key_values=prompt_cache,
+                                     position_ids=left_pad_position_ids(prompt_mask), use_cache=True).last_hidden_state  # (U, P, H)
+    prompt_states = [(layer.keys, layer.values) for layer in prompt_cache.layers]  # per layer (U, h, P, d) each
+    prompt_lengths = attention_mask[:, :width].sum(-1)  # (B,)
+    completion_lengths = attention_mask[:, width:].sum(-1).tolist()  # (B,) real completion tokens per row
+    pieces, rows_in_order = [], []
+    for bucket in length_buckets(completion_lengths, BUCKET_CALL_TOKENS.get(input_ids.device.type, 64)):
+        rows = torch.tensor(bucket, device=input_ids.device)  # (b,)
+        length = max(1, max(completion_lengths[i] for i in bucket))  # t: this bucket's padded width
+        cache = DynamicCache([(keys[inverse[rows]], values[inverse[rows]]) for keys, values in prompt_states],
+                             config=model.config)  # (b, h, P, d) per layer
+        positions = prompt_lengths[rows, None] + torch.arange(length, device=input_ids.device)  # (b, t)
+        hidden = model.base_model(input_ids=input_ids[rows, width:width + length],
+                                  attention_mask=attention_mask[rows, :width + length], past_key_values=cache,
+                                  position_ids=positions, use_cache=True).last_hidden_state  # (b, t, H)
+        # Token t is predicted from position t - 1: the prompt's last position for t = 0.
+        predicting = torch.cat([prompt_hidden[inverse[rows], -1:], hidden[:, :-1]], dim=1)  # (b, t, H)
+        pieces.append(torch.nn.functional.pad(predicting, (0, 0, 0, num_completion_tokens - length)))  # (b, T, H)
+        rows_in_order += bucket
+    restore = torch.empty(len(rows_in_order), dtype=torch.long, device=input_ids.device)
+    restore[torch.tensor(rows_in_order, device=input_ids.device)] = torch.arange(len(rows_in_order), device=input_ids.device)
+    return torch.cat(pieces)[restore]  # (B, T, H); zeros past each row's completion
 
 
 def _chunk_logprobs(head, hidden: torch.Tensor, targets: torch.Tensor, temperature: float,
@@ -235,14 +322,15 @@ def chunked_head_logprobs(head, hidden: torch.Tensor, targets: torch.Tensor, *, 
 
 
 def completion_logprobs(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, num_completion_tokens: int, *,
-                        temperature: float = 1.0, with_entropy: bool = False,
-                        chunk_tokens: int = 4096) -> tuple[torch.Tensor, torch.Tensor | None]:
+                        temperature: float = 1.0, with_entropy: bool = False, chunk_tokens: int = 4096,
+                        share_prompts: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Float32 log-probs (B, T) of the last ``num_completion_tokens`` tokens of ``input_ids`` and,
     if asked, the entropy (B, T) of each predicting distribution, without (B, T, V) logits.
 
     input_ids (B, L) = left-padded prompt + right-padded completion (as for ``completion_logits``).
     Equals ``token_logprobs(completion_logits(...), targets, temperature)``; the peak extra memory
     is ``chunk_tokens`` x V floats instead of B x T x V (see benchmarks/bench_logprobs.py).
+    ``share_prompts`` runs each distinct prompt once (``shared_prompt_hidden_states``).
 
     Example:
         >>> from transformers import Qwen2ForCausalLM
@@ -252,7 +340,8 @@ def completion_logprobs(model, input_ids: torch.Tensor, attention_mask: torch.Te
         >>> tuple(logp.shape), logp.dtype, tuple(entropy.shape)
         ((1, 2), torch.float32, (1, 2))
     """
-    hidden = completion_hidden_states(model, input_ids, attention_mask, num_completion_tokens)  # (B, T, H)
+    hidden = completion_hidden_states(model, input_ids, attention_mask, num_completion_tokens,
+                                      share_prompts=share_prompts)  # (B, T, H)
     targets = input_ids[:, -num_completion_tokens:]  # (B, T)
     return chunked_head_logprobs(model.get_output_embeddings(), hidden, targets, temperature=temperature,
                                  with_entropy=with_entropy, chunk_tokens=chunk_tokens)
