@@ -251,14 +251,62 @@ class GRPOConfig(Strict):
         return self
 
 
+class DistributedConfig(Strict):
+    """How many ranks train a run's SFT and GRPO, and how DeepSpeed ZeRO shards them (docs/scaling.md).
+
+    One block per run (``runs.<run>.distributed``), used by both its SFT and its GRPO: the world
+    size is ``gpus_per_node x nodes``; the rules launch that many ranks (``torchrun``, or ``srun`` +
+    ``torchrun`` over several nodes) and reserve the same GPUs, nodes and tasks from Snakemake or
+    Slurm. The memory plan (``r1zero plan``) reads the same block. Without it a stage is one
+    process on one device, as before.
+    """
+
+    gpus_per_node: int = Field(1, ge=1)  # ranks per node (one GPU each; CPU processes on a machine without GPUs)
+    nodes: int = Field(1, ge=1)
+    zero_stage: Literal[0, 1, 2, 3] = 2  # 0: replicated (DDP-like); 1: optimizer; 2: + gradients; 3: + parameters
+    offload_optimizer: bool = False  # optimizer states (and the float32 master) in CPU memory
+    offload_param: bool = False  # ZeRO-3 only: parameters in CPU memory between uses
+    mem_mb_per_node: int | None = Field(None, ge=1000)  # host memory to reserve per node; None: the stage default
+
+    @model_validator(mode="after")
+    def _check_offload(self):
+        if self.offload_param and self.zero_stage != 3:
+            raise ValueError(f"offload_param: needs zero_stage: 3 (DeepSpeed offloads parameters only under ZeRO-3); "
+                             f"zero_stage is {self.zero_stage}")
+        if self.offload_optimizer and self.zero_stage == 0:
+            raise ValueError("offload_optimizer: needs zero_stage 1, 2 or 3 (ZeRO-0 keeps the optimizer on every rank)")
+        return self
+
+    @property
+    def world_size(self) -> int:
+        return self.gpus_per_node * self.nodes
+
+
 class RunConfig(Strict):
     base: str  # a models: entry
     sft: SFTConfig | None = None
     grpo: GRPOConfig
+    distributed: DistributedConfig | None = None  # None: one process (see DistributedConfig)
     # Several seeds of the same run: each becomes a run of its own, {name}-seed{k}, with grpo.seed
     # (and sft.seed) set to k, and results/{name}/report aggregates them. None: one run, grpo.seed.
     seeds: list[StrictInt] | None = Field(None, min_length=1)
     seed_of: str | None = None  # set by the seeds: expansion: the seeded run this run is one seed of
+
+    @model_validator(mode="after")
+    def _check_distributed(self):
+        if self.distributed is None:
+            return self
+        world = self.distributed.world_size
+        if self.grpo.prompts_per_step % world:
+            raise ValueError(f"grpo.prompts_per_step: {self.grpo.prompts_per_step} must be a multiple of the world size "
+                             f"{world} (distributed.gpus_per_node x nodes): each rank generates the same number of groups")
+        if self.grpo.algorithm.uses_critic:
+            raise ValueError(f"distributed: algorithm.critic {self.grpo.algorithm.critic!r} (PPO) is not supported under "
+                             "DeepSpeed yet; remove the distributed block or pick a critic-free estimator")
+        if self.grpo.algorithm.ref_refresh_steps and self.distributed.zero_stage == 3:
+            raise ValueError("distributed.zero_stage: 3 cannot refresh a sharded reference (algorithm.ref_refresh_steps); "
+                             "use zero_stage: 2")
+        return self
 
     @model_validator(mode="after")
     def _check_seeds(self):
@@ -629,12 +677,15 @@ def stage_snapshots(cfg: Config) -> dict[str, dict]:
             snaps[f"models/{name}"]["corpus_prompt"] = corpus_dataset["prompt"]
     for run_name, run in dump["runs"].items():
         dtype = dump["models"][run["base"]]["dtype"]
+        # The distributed block goes into both training snapshots only when set: runs without
+        # one keep their snapshots (and cached results) unchanged.
+        distributed = {"distributed": run["distributed"]} if run.get("distributed") else {}
         if run["sft"]:
             snaps[f"runs/{run_name}/sft"] = {"run": run_name, "base": run["base"], "device": cfg.device, "dtype": dtype,
-                                             **run["sft"]}
+                                             **run["sft"], **distributed}
         snaps[f"runs/{run_name}/grpo"] = {
             "run": run_name, "base": run["base"], "device": cfg.device, "dtype": dtype,
-            "rewards": rewards_for(cfg, run["grpo"]["dataset"]), **run["grpo"],
+            "rewards": rewards_for(cfg, run["grpo"]["dataset"]), **run["grpo"], **distributed,
         }
     for bench_name in cfg.evaluation.benches:
         snaps.update(bench_snapshots(cfg, bench_name))

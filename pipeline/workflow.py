@@ -135,6 +135,65 @@ class Workflow:
             mem_mb = max(mem_mb, HUB_MODEL_MEM_MB)
         return {"mem_mb": mem_mb, "runtime": runtime_min, "gpu": 1 if self.uses_gpu and kind != "light" else 0}
 
+    # ------------------------------------------------------------ distributed training (issue 9)
+    def distributed(self, run: str):
+        """The run's ``distributed`` block (None: one process)."""
+        return self.cfg.runs[run].distributed
+
+    def train_resources(self, kind: str) -> dict:
+        """``resources:`` of the sft/grpo rules, per run (callables of the wildcards).
+
+        Without a distributed block: ``resources(kind)``. With one: ``gpu`` = every rank's GPU
+        (gpus_per_node x nodes; 0 on a CPU machine), ``nodes``, ``mem_mb`` per node
+        (``mem_mb_per_node`` or the stage default x ranks per node) and, for CPU ranks, ``tasks``
+        = one launcher per node (for a GPU job the Slurm plugin turns ``tasks`` into
+        --ntasks-per-gpu, so it is left out there: Slurm then starts one task per node).
+        """
+        return {name: functools.partial(self._train_resource, kind, name)
+                for name in ("mem_mb", "runtime", "gpu", "nodes", "tasks")}
+
+    def _train_resource(self, kind: str, name: str, wildcards) -> int:
+        return self.run_resources(kind, wildcards.run)[name]
+
+    def run_resources(self, kind: str, run: str) -> dict[str, int]:
+        """The numbers behind ``train_resources`` for one run (see there)."""
+        plain = self.resources(kind)
+        block = self.distributed(run)
+        if block is None:  # tasks 0: no --ntasks-per-gpu for a GPU job (the plugin's default otherwise)
+            return {**plain, "nodes": 1, "tasks": 0 if plain["gpu"] else 1}
+        mem_mb = block.mem_mb_per_node or plain["mem_mb"] * block.gpus_per_node
+        gpus = block.world_size if self.uses_gpu else 0
+        return {"mem_mb": mem_mb, "runtime": plain["runtime"], "gpu": gpus, "nodes": block.nodes,
+                "tasks": 0 if gpus else block.nodes}
+
+    def train_threads(self, run: str) -> int:
+        """Cores of a training job: one per rank on a node (CPU ranks train with one thread each)."""
+        block = self.distributed(run)
+        return block.gpus_per_node if block is not None else 1
+
+    def launcher(self, run: str, module: str) -> str:
+        """The command that starts a training stage of ``run`` (what precedes its arguments).
+
+        >>> w = Workflow.from_snakemake_config({})
+        >>> w.launcher("r1zero", "stages.grpo")
+        'python -m stages.grpo'
+        """
+        block = self.distributed(run)
+        if block is None or block.world_size == 1:
+            command = f"python -m {module}"
+        elif block.nodes == 1:
+            command = f"torchrun --standalone --nproc_per_node {block.gpus_per_node} -m {module}"
+        else:
+            # One torchrun per node (srun's tasks), meeting at a c10d rendezvous on the first node.
+            command = (f"srun --kill-on-bad-exit=1 torchrun --nnodes {block.nodes} --nproc_per_node {block.gpus_per_node} "
+                       f"--rdzv-backend c10d --rdzv-id $SLURM_JOB_ID "
+                       f'--rdzv-endpoint "$(scontrol show hostnames "$SLURM_JOB_NODELIST" | head -n 1)":29500 -m {module}')
+        gpus = self.run_resources("grpo", run)["gpu"] if block is not None else (1 if self.uses_gpu else 0)
+        if gpus and (block is None or block.nodes == 1):
+            # Disjoint devices for jobs that share a machine (stages/core/gpu_lease.py).
+            command = f"python -m stages.core.gpu_lease --gpus {gpus} --dir {self.paths.results}/.gpu_leases -- {command}"
+        return command
+
     # ------------------------------------------------------------ lookups for rules
     def policies(self, run: str) -> list[str]:
         """Policies evaluated inside a run (the base is evaluated once per base model)."""

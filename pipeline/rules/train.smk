@@ -12,11 +12,13 @@ rule sft:
         P.benchmark("sft", "{run}")
     conda:
         CONDA_ENV
-    threads: 1
+    threads: lambda wildcards: W.train_threads(wildcards.run)
     resources:
-        **W.resources("sft"),
+        **W.train_resources("sft"),
+    params:
+        launch=lambda wildcards: W.launcher(wildcards.run, "stages.sft"),
     shell:
-        "python -m stages.sft --config {input.snapshot} --input model={input.model} --input data={input.data} "
+        "{params.launch} --config {input.snapshot} --input model={input.model} --input data={input.data} "
         "--output model={output.model} --threads {threads} 2> {log}"
 
 
@@ -36,13 +38,14 @@ rule grpo:
         P.benchmark("grpo", "{run}")
     conda:
         CONDA_ENV
-    threads: 1
+    threads: lambda wildcards: W.train_threads(wildcards.run)
     resources:
-        **W.resources("grpo"),
+        **W.train_resources("grpo"),
     params:
         scratch=lambda wildcards: P.grpo_scratch(wildcards.run),
+        launch=lambda wildcards: W.launcher(wildcards.run, "stages.grpo"),
     shell:
-        "python -m stages.grpo --config {input.snapshot} --input model={input.model} --input train={input.train} "
+        "{params.launch} --config {input.snapshot} --input model={input.model} --input train={input.train} "
         "--output model={output.model} --output metrics={output.metrics} --output snapshots={output.snapshots} "
         "--output scratch={params.scratch} "
         "--threads {threads} 2> {log}"

@@ -142,6 +142,8 @@ def start_distributed(block: Distributed, device_name: str) -> "DistributedRun |
         device = torch.device("cuda", local_rank)
     else:
         device = torch.device("cpu")
+        # The job's threads (--threads) are shared by the ranks on this machine.
+        torch.set_num_threads(max(1, torch.get_num_threads() // int(os.environ.get("LOCAL_WORLD_SIZE", "1"))))
     if not torch.distributed.is_initialized():
         deepspeed.init_distributed(dist_backend="nccl" if on_cuda else "gloo", auto_mpi_discovery=False,
                                    verbose=False, timeout=datetime.timedelta(minutes=30))
