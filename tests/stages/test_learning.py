@@ -2,7 +2,8 @@
 
 The toy reward is the fraction of completion characters that are digits (about 4% for a random
 policy over 261 tokens); each variant must raise the mean reward clearly within a few dozen
-steps of the real GRPO stage code on CPU.
+steps of the real GRPO stage code on CPU. The rollout-mismatch check at the end trains against a
+stand-in engine that samples from another distribution, with and without correction.
 """
 from __future__ import annotations
 
