@@ -7,7 +7,8 @@ Why not ``model.generate``: to return each token's log-prob, generate has to kee
 full logits (``output_logits=True``), an (N, T, V) stack read only at the chosen tokens, and its
 stop-string check works on text. This loop keeps only the chosen token's log-prob per step, asks
 the model for one position of logits per step (``logits_to_keep=1`` also at the prefill), stops
-rows on token ids, and drops finished rows from the batch and the KV cache.
+rows on token ids, and drops finished rows from the batch and the KV cache. Each distinct prompt
+is prefilled once and its cache rows copied to its G samples.
 
 Log-probs follow the rollout contract: log_softmax(logits / temperature) of the raw logits at
 the sampled token, in float32, with no top-p truncation (top-p only shapes the sampling);
@@ -42,7 +43,7 @@ class HFBackend:
     name = "hf"
 
     def __init__(self, model, tokenizer, *, device: torch.device | None = None, batch_size: int | None = None,
-                 compute_dtype: str = "float32"):
+                 compute_dtype: str = "float32", lean_decode: bool = True):
         self.model = model
         self.tokenizer = tokenizer
         self.device = device or next(model.parameters()).device
@@ -52,6 +53,7 @@ class HFBackend:
         self.compute_dtype = compute_dtype
         torch_dtype(compute_dtype)  # a clear error for an unknown name
         self.num_syncs = 0
+        self.lean_decode = lean_decode
         self._stop_tables: dict[tuple[str, ...], StopStringDetector] = {}
 
     def sync_weights(self, model) -> None:
@@ -95,7 +97,8 @@ class HFBackend:
         from transformers import DynamicCache
 
         num_rows, max_new = len(prompts), settings.max_new_tokens
-        input_ids, attention = left_pad(prompts, self.tokenizer.pad_token_id, self.device)  # (N, P), (N, P)
+        distinct, inverse = distinct_prompts(prompts)  # U prompts; row -> its prompt
+        input_ids, attention = left_pad(distinct, self.tokenizer.pad_token_id, self.device)  # (U, P), (U, P)
         eos_id = self.tokenizer.eos_token_id
         stops = self.stop_detector(tuple(settings.stop_strings))
         tokens = torch.full((num_rows, max_new), self.tokenizer.pad_token_id, dtype=torch.long, device=self.device)  # (N, T)
@@ -106,8 +109,14 @@ class HFBackend:
         row_index = torch.arange(num_rows, device=self.device)  # the same, as an index tensor
         finished: set[int] = set()  # rows that stopped but are still in the batch (until the next compaction)
         cache = DynamicCache(config=self.model.config)
-        logits = self._forward(input_ids, attention, left_pad_position_ids(attention), cache)  # (N, V)
+        # Prefill each distinct prompt once (a group's G samples share it), then copy its cache rows.
+        logits = self._forward(input_ids, attention, left_pad_position_ids(attention), cache)  # (U, V)
+        if len(distinct) < num_rows:
+            expand = torch.tensor(inverse, device=self.device)  # (N,)
+            cache.batch_select_indices(expand)
+            logits, attention = logits[expand], attention[expand]  # (N, V), (N, P)
         positions = attention.sum(-1, keepdim=True)  # (N, 1): next position id per row
+        decoder = self._decoder(cache, attention, capacity=attention.shape[1] + max_new)
         for step in range(max_new):
             # Noise for every original row, then this batch's rows: a row's draws never depend on which others remain.
             noise = torch.empty((num_rows, logits.shape[-1]), device=self.device).exponential_()[row_index] \
@@ -130,15 +139,21 @@ class HFBackend:
                 break
             if len(active) <= (1 - COMPACT_WHEN_FINISHED_FRACTION) * len(rows):
                 keep = torch.tensor(active, device=self.device)
-                cache.batch_select_indices(keep)
+                decoder.select(keep)
                 rows = [rows[i] for i in active]
-                row_index, next_ids, attention, positions = row_index[keep], next_ids[keep], attention[keep], positions[keep]
-            attention = torch.cat([attention, torch.ones_like(attention[:, :1])], dim=1)  # (n, P + step + 1)
-            logits = self._forward(next_ids[:, None], attention, positions, cache)  # (n, V)
+                row_index, next_ids, positions = row_index[keep], next_ids[keep], positions[keep]
+            logits = decoder.step(next_ids, positions)  # (n, V)
             positions = positions + 1
         tokens_list, logprobs_list = tokens.tolist(), logprobs.tolist()
         return [self._completion(tokens_list[r][:lengths[r]], logprobs_list[r][:lengths[r]], reasons[r])
                 for r in range(num_rows)]
+
+    def _decoder(self, cache, attention: torch.Tensor, capacity: int):
+        """The one-token decode step: the lean Qwen2 step where it applies (``lean_decode``), else
+        the model's own forward over the transformers cache."""
+        if self.lean_decode and LeanQwen2Decoder.supports(self.model):
+            return LeanQwen2Decoder(self.model, cache, attention, capacity)
+        return ModelDecoder(self, cache, attention)
 
     def _forward(self, input_ids, attention, position_ids, cache) -> torch.Tensor:
         """Logits for the last position only: (n, V)."""
@@ -149,6 +164,113 @@ class HFBackend:
     def _completion(self, token_ids: list[int], logprobs: list[float], reason: str) -> Completion:
         return Completion(text=self.tokenizer.decode(token_ids, skip_special_tokens=True), token_ids=token_ids,
                           logprobs=logprobs, finish_reason=reason)
+
+
+class ModelDecoder:
+    """Decode steps through the model's own forward and the transformers KV cache (any architecture)."""
+
+    def __init__(self, backend: HFBackend, cache, attention: torch.Tensor) -> None:
+        self.backend, self.cache, self.attention = backend, cache, attention  # attention (n, P + steps so far)
+
+    def select(self, keep: torch.Tensor) -> None:
+        """Keep only the batch rows ``keep`` (n,) in the cache."""
+        self.cache.batch_select_indices(keep)
+        self.attention = self.attention[keep]
+
+    def step(self, token_ids: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+        """Feed one token per row, (n,) ids at (n, 1) positions; return the next logits (n, V)."""
+        self.attention = torch.cat([self.attention, torch.ones_like(self.attention[:, :1])], dim=1)  # (n, L + 1)
+        return self.backend._forward(token_ids[:, None], self.attention, positions, self.cache)
+
+
+class LeanQwen2Decoder:
+    """One-token decode steps of a Qwen2 model without the transformers module stack.
+
+    The decode step of a small model is mostly overhead: per step, transformers builds a 4D mask,
+    runs its output-capturing wrappers and concatenates every layer's KV cache into a new tensor
+    (a copy of the whole cache per token). This step calls the model's own modules (norms,
+    projections, rotary embedding, MLP, head: the same arithmetic, under the same autocast) over
+    a KV cache allocated once for the whole completion, with an additive padding mask kept beside
+    it and plain matmul attention (grouped-query heads share their key/value head by reshaping).
+    Logits agree with the model's forward to float rounding (tests/stages/test_rollout_hf.py).
+
+    The prefill runs through the model's forward; its cache is copied into the buffers here.
+    """
+
+    def __init__(self, model, cache, attention: torch.Tensor, capacity: int) -> None:
+        self.model = model
+        self.layers = model.model.layers
+        config = model.config
+        self.head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
+        self.num_heads, self.num_kv_heads = config.num_attention_heads, config.num_key_value_heads
+        rows, prompt_width = attention.shape
+        first = cache.layers[0].keys  # (n, kv, P, d)
+        self.keys = [first.new_empty((rows, self.num_kv_heads, capacity, self.head_dim)) for _ in self.layers]
+        self.values = [first.new_empty((rows, self.num_kv_heads, capacity, self.head_dim)) for _ in self.layers]
+        for index, layer in enumerate(cache.layers):
+            self.keys[index][:, :, :prompt_width] = layer.keys
+            self.values[index][:, :, :prompt_width] = layer.values
+        # (n, capacity): 0 where a key may be attended, -inf on prompt padding; filled columns only are read.
+        self.mask = torch.zeros((rows, capacity), dtype=torch.float32, device=attention.device)
+        self.mask[:, :prompt_width].masked_fill_(attention == 0, float("-inf"))
+        self.length = prompt_width  # columns filled
+
+    @staticmethod
+    def supports(model) -> bool:
+        """Plain Qwen2 decoders: full attention in every layer, SiLU MLP, no dropout, no extra hooks."""
+        config = model.config
+        return (type(model).__name__ == "Qwen2ForCausalLM" and config.model_type == "qwen2"
+                and not getattr(config, "use_sliding_window", False) and config.hidden_act == "silu"
+                and not config.attention_dropout)
+
+    def select(self, keep: torch.Tensor) -> None:
+        self.keys = [self._rows(k, keep) for k in self.keys]
+        self.values = [self._rows(v, keep) for v in self.values]
+        self.mask = self.mask[keep]
+
+    def _rows(self, buffer: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
+        """A new buffer holding rows ``keep``: only the filled columns are copied."""
+        kept = buffer.new_empty((keep.numel(), *buffer.shape[1:]))
+        kept[:, :, :self.length] = buffer[keep, :, :self.length]
+        return kept
+
+    def step(self, token_ids: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+        from transformers.models.qwen2.modeling_qwen2 import apply_rotary_pos_emb
+
+        rows, column = token_ids.shape[0], self.length
+        self.length += 1
+        hidden = self.model.model.embed_tokens(token_ids[:, None])  # (n, 1, H)
+        cos, sin = self.model.model.rotary_emb(hidden, positions)  # (n, 1, d) each
+        mask = self.mask[:, None, None, :self.length]  # (n, 1, 1, L): broadcast over heads and the query
+        for layer, keys, values in zip(self.layers, self.keys, self.values):
+            attention = layer.self_attn
+            normed = layer.input_layernorm(hidden)  # (n, 1, H)
+            query = attention.q_proj(normed).view(rows, 1, self.num_heads, self.head_dim).transpose(1, 2)  # (n, h, 1, d)
+            key = attention.k_proj(normed).view(rows, 1, self.num_kv_heads, self.head_dim).transpose(1, 2)  # (n, kv, 1, d)
+            value = attention.v_proj(normed).view(rows, 1, self.num_kv_heads, self.head_dim).transpose(1, 2)
+            query, key = apply_rotary_pos_emb(query, key, cos, sin)
+            keys[:, :, column:column + 1] = key
+            values[:, :, column:column + 1] = value
+            # Grouped-query attention: the h / kv query heads of a group read one key/value head.
+            grouped = query.reshape(rows, self.num_kv_heads, self.num_heads // self.num_kv_heads, self.head_dim)  # (n, kv, g, d)
+            scores = torch.matmul(grouped, keys[:, :, :self.length].transpose(-1, -2)) * attention.scaling  # (n, kv, g, L)
+            weights = torch.softmax(scores.float() + mask, dim=-1).to(values.dtype)  # (n, kv, g, L)
+            mixed = torch.matmul(weights, values[:, :, :self.length]).reshape(rows, 1, -1)  # (n, 1, h * d)
+            hidden = hidden + attention.o_proj(mixed)
+            hidden = hidden + layer.mlp(layer.post_attention_layernorm(hidden))
+        hidden = self.model.model.norm(hidden)  # (n, 1, H)
+        return self.model.lm_head(hidden)[:, -1]  # (n, V)
+
+
+def distinct_prompts(prompts: list[list[int]]) -> tuple[list[list[int]], list[int]]:
+    """The distinct prompts in first-seen order, and each row's index into them.
+
+    >>> distinct_prompts([[5, 6], [5, 6], [7]])
+    ([[5, 6], [7]], [0, 0, 1])
+    """
+    index: dict[tuple[int, ...], int] = {}
+    inverse = [index.setdefault(tuple(p), len(index)) for p in prompts]
+    return [list(p) for p in index], inverse
 
 
 def left_pad(prompts: list[list[int]], pad_id: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:

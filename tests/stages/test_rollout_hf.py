@@ -240,3 +240,32 @@ def test_compute_dtype_samples_under_autocast_like_the_trainer(policy, tokenizer
     torch.testing.assert_close(torch.tensor(completion.logprobs), expected[0], atol=0.05, rtol=0)
     with pytest.raises(ValueError, match="dtype"):
         HFBackend(policy, tokenizer, compute_dtype="int8")
+
+
+@pytest.mark.parametrize("fraction", [0.01, 2.0])  # rows dropped as soon as one finishes / never
+def test_lean_decode_samples_what_the_models_forward_samples(policy, tokenizer, monkeypatch, fraction):
+    """The lean Qwen2 step (preallocated cache, grouped-query matmul attention) against the
+    model's own forward: same tokens, log-probs to float rounding, on left-padded groups."""
+    monkeypatch.setattr(rollout_hf, "COMPACT_WHEN_FINISHED_FRACTION", fraction)
+    prompts = [encode(tokenizer, p) for p in PROMPTS]
+    settings = SamplingSettings(num_samples=4, max_new_tokens=24, temperature=1.2, stop_strings=("e", "0"), seed=6)
+    lean = HFBackend(policy, tokenizer).generate(prompts, settings)
+    model = HFBackend(policy, tokenizer, lean_decode=False).generate(prompts, settings)
+    assert rollout_hf.LeanQwen2Decoder.supports(policy)
+    lengths = {len(c.token_ids) for group in lean for c in group}
+    assert len(lengths) > 2, f"rows must finish at different steps: {lengths}"
+    for lean_group, model_group in zip(lean, model):
+        for a, b in zip(lean_group, model_group):
+            assert a.token_ids == b.token_ids and a.finish_reason == b.finish_reason
+            torch.testing.assert_close(torch.tensor(a.logprobs), torch.tensor(b.logprobs), atol=1e-5, rtol=0)
+
+
+def test_lean_decode_declines_other_architectures(tokenizer):
+    config = tiny_qwen2_config(vocab_size=len(tokenizer), hidden_size=32, num_layers=2, num_heads=4)
+    config.use_sliding_window, config.sliding_window = True, 8
+    assert not rollout_hf.LeanQwen2Decoder.supports(Qwen2ForCausalLM(config))
+
+
+def test_distinct_prompts_prefill_once_and_keep_row_order():
+    distinct, inverse = rollout_hf.distinct_prompts([[1, 2], [3], [1, 2], [3], [4]])
+    assert distinct == [[1, 2], [3], [4]] and inverse == [0, 1, 0, 1, 2]
