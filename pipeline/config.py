@@ -300,9 +300,9 @@ class RunConfig(Strict):
         if self.grpo.prompts_per_step % world:
             raise ValueError(f"grpo.prompts_per_step: {self.grpo.prompts_per_step} must be a multiple of the world size "
                              f"{world} (distributed.gpus_per_node x nodes): each rank generates the same number of groups")
-        if self.grpo.algorithm.uses_critic:
-            raise ValueError(f"distributed: algorithm.critic {self.grpo.algorithm.critic!r} (PPO) is not supported under "
-                             "DeepSpeed yet; remove the distributed block or pick a critic-free estimator")
+        if self.grpo.algorithm.uses_critic and self.grpo.algorithm.critic != "separate":
+            raise ValueError(f"distributed: algorithm.critic {self.grpo.algorithm.critic!r} is not supported under "
+                             "DeepSpeed (the head rides on the policy engine); use critic: separate (its own engine)")
         if self.grpo.algorithm.ref_refresh_steps and self.distributed.zero_stage == 3:
             raise ValueError("distributed.zero_stage: 3 cannot refresh a sharded reference (algorithm.ref_refresh_steps); "
                              "use zero_stage: 2")

@@ -124,9 +124,9 @@ class PromptStream:
 # ---------------------------------------------------------------- the trainer
 def check_distributed_support(config: dict, algo: AlgorithmConfig, run: DistributedRun) -> None:
     """Refuse, before any weight loads, what the DeepSpeed path does not do."""
-    if algo.uses_critic:
-        raise ValueError(f"distributed: algorithm.critic {algo.critic!r} (PPO) is not supported under DeepSpeed yet; "
-                         "run PPO presets without a distributed block, or pick a critic-free estimator")
+    if algo.uses_critic and algo.critic != "separate":
+        raise ValueError(f"distributed: algorithm.critic {algo.critic!r} is not supported under DeepSpeed (its head rides "
+                         "on the policy engine); use critic: separate, which trains under its own engine")
     if algo.ref_refresh_steps and run.zero_stage == 3:
         raise ValueError("algorithm.ref_refresh_steps with distributed.zero_stage 3: refreshing a sharded reference "
                          "is not supported; use zero_stage 2 or no refresh")
@@ -212,7 +212,7 @@ class GRPOTrainer:
         warmup = max(1, config["warmup_steps"])
         # Under DeepSpeed the scheduler drives the client optimizer's param groups, which ZeRO's wrapper steps with.
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lambda step: min(1.0, (step + 1) / warmup))
-        self.engine = None
+        self.engine = self.critic_engine = None
         self.rollout_model = self.policy  # what the hf backend samples from
         if run is not None:
             self._start_engines(inputs["model"])
@@ -239,6 +239,9 @@ class GRPOTrainer:
         self.engine = self.run.trainable_engine(self.policy, self.optimizer, dtype=self.dtype,
                                                 max_grad_norm=self.config["max_grad_norm"])
         self.policy = self.rollout_model = self.engine.module
+        if self.critic is not None:  # a separate critic (check_distributed_support): its own engine and optimizer
+            self.critic_engine = self.run.trainable_engine(self.critic.model, self.critic_optimizer, dtype=self.dtype,
+                                                           max_grad_norm=self.config["max_grad_norm"])
         if self.reference is not None and self.run.zero_stage == 3:
             self.reference, self.reference_engine = self.run.frozen_model(self.reference, dtype=self.dtype)
         if self.run.zero_stage == 3 and self.config["rollout"]["backend"] != "vllm":
@@ -480,9 +483,11 @@ class GRPOTrainer:
             order = torch.randperm(size) if self.algo.num_minibatches > 1 else torch.arange(size)
             for chunk in order.chunk(self.algo.num_minibatches):
                 if self.engine is not None:
-                    self.engine.zero_grad()
+                    for engine in filter(None, (self.engine, self.critic_engine)):
+                        engine.zero_grad()
                     minibatch_stats = self.accumulate_gradients(batch, chunk, tensors, on_policy)
-                    self.engine.step()  # reduces the gradients, clips them to max_grad_norm, steps
+                    for engine in filter(None, (self.engine, self.critic_engine)):
+                        engine.step()  # reduces the gradients, clips them to max_grad_norm, steps
                     stats.add({**minibatch_stats.pop("mean"), "grad_norm": self.run.grad_norm(self.engine)}, 1.0)
                     stats.add_max("ratio_max", minibatch_stats["ratio_max"])
                     continue
@@ -513,26 +518,35 @@ class GRPOTrainer:
         num_real, scale = len(pieces), 1.0
         if self.run is not None:
             normaliser = self.run.sum_float(normaliser)
+            value_normaliser = self.run.sum_float(value_normaliser)
             num_real = len(dict.fromkeys(id(piece) for piece in pieces))  # the padding repeats the last piece
             scale = float(self.run.world_size)
         stats = StatsMean()
         total_loss, ratio_max = 0.0, 0.0
         for number, piece_rows in enumerate(pieces):
-            if self.engine is not None:
-                self.run.start_micro_step(self.engine)
+            for engine in filter(None, (self.engine, self.critic_engine)):
+                self.run.start_micro_step(engine)
             loss, piece_stats, weight = self._micro_batch_loss(batch, piece_rows, tensors, on_policy, normaliser,
                                                                value_normaliser)
             if number >= num_real:  # a padding pass: the same collectives, no gradient
-                self.engine.backward(loss * 0.0)
+                self._engines_backward(loss, 0.0)
                 continue
             if self.engine is not None:
-                self.engine.backward(loss * scale)
+                self._engines_backward(loss, scale)
             else:
                 self.precision.backward(loss)
             total_loss += loss.item()
             ratio_max = max(ratio_max, piece_stats.pop("ratio_max"))
             stats.add(piece_stats, weight)
         return {"mean": {**stats.result(), "loss": total_loss}, "ratio_max": ratio_max}
+
+    def _engines_backward(self, loss: torch.Tensor, scale: float) -> None:
+        """DeepSpeed: the policy loss through the policy engine and a separate critic's value loss
+        (set aside by ``_micro_batch_loss``) through its own engine, each with its own reduction."""
+        self.engine.backward(loss * scale)
+        if self.critic_engine is not None:
+            self.critic_engine.backward(self.pending_critic_loss * scale)
+            self.pending_critic_loss = None
 
     def _micro_batch_loss(self, batch, rows, tensors: StepTensors, on_policy, normaliser: float, value_normaliser: float):
         piece = micro_batch(batch, rows)
@@ -561,7 +575,11 @@ class GRPOTrainer:
             loss = loss - self.algo.entropy_coef * aggregate(entropy)
         stats = {key: policy_stats[key] for key in ("clip_frac", "ratio_mean", "approx_kl", "ratio_max")}
         if with_values:
-            loss = loss + self.critic_loss(piece, values, tensors, index, width, mask, value_normaliser, stats)
+            critic_term = self.critic_loss(piece, values, tensors, index, width, mask, value_normaliser, stats)
+            if self.critic_engine is not None:  # backed up through its own engine (_engines_backward)
+                self.pending_critic_loss = critic_term
+            else:
+                loss = loss + critic_term
         return loss, stats, float(mask.sum())
 
     def critic_loss(self, piece, values, tensors: StepTensors, index, width, mask, normaliser, stats) -> torch.Tensor:
@@ -730,6 +748,8 @@ def save_checkpoint_ranked(trainer: GRPOTrainer, scratch: Path, step: int, ident
         tmp.mkdir(parents=True)
     run.barrier()
     trainer.engine.save_checkpoint(str(tmp / "engine"), tag="state", save_latest=False)
+    if trainer.critic_engine is not None:
+        trainer.critic_engine.save_checkpoint(str(tmp / "critic_engine"), tag="state", save_latest=False)
     torch.save({"torch_rng": torch.get_rng_state(), "python_rng": random.getstate()}, tmp / f"rng_rank{run.rank:05d}.pt")
     if run.is_main:
         state = {"scheduler": trainer.scheduler.state_dict()}
@@ -873,6 +893,9 @@ def restore_ranked(trainer: GRPOTrainer, checkpoint: Path, progress: dict) -> in
     run = trainer.run
     trainer.engine.load_checkpoint(str(checkpoint / "engine"), tag="state", load_optimizer_states=True,
                                    load_lr_scheduler_states=False)
+    if trainer.critic_engine is not None:
+        trainer.critic_engine.load_checkpoint(str(checkpoint / "critic_engine"), tag="state", load_optimizer_states=True,
+                                              load_lr_scheduler_states=False)
     state = torch.load(checkpoint / "trainer_state.pt", weights_only=False)
     trainer.scheduler.load_state_dict(state["scheduler"])
     if trainer.reference is not None and "reference" in state:

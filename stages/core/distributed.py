@@ -53,8 +53,9 @@ log = logging.getLogger("r1zero.distributed")
 # Metric keys that are maxima or minima over the batch; every other metric is a mean.
 _MAX_SUFFIXES = ("max", "max_length", "ratio_max")
 _MIN_SUFFIXES = ("min",)
-# Per-token means: weighted by each rank's completion tokens, not its completions.
-_TOKEN_MEAN_KEYS = ("entropy", "kl", "rollout/", "critic/values_mean", "clip_frac", "ratio_mean", "approx_kl")
+# Per-token means: weighted by each rank's completion tokens, not its completions (these names,
+# and every rollout/ key).
+_TOKEN_MEAN_KEYS = {"entropy", "kl", "critic/values_mean", "critic/value_loss", "clip_frac", "ratio_mean", "approx_kl"}
 # Keys that are the same on every rank by construction (scheduler, controller, the global grad norm)
 # or per-rank timings: rank 0's value is logged.
 _SHARED_KEYS = ("step", "lr", "kl_coef", "grad_norm", "skipped", "sampling_rounds", "groups_sampled", "groups_kept")
@@ -404,16 +405,20 @@ def _record_fp32_grad_norm(engine) -> None:
 def combine_rank_metrics(records: list[tuple[dict, float, float]]) -> dict:
     """Combine (metrics, num_completions, num_tokens) of every rank into global metrics.
 
+    A key some ranks lack (a rate over completions a rank did not have) is combined over the
+    ranks that have it.
+
     >>> combine_rank_metrics([({"step": 3, "reward/total": 1.0, "entropy": 2.0, "completions/max_length": 5, "loss": 0.5}, 2, 10),
     ...                       ({"step": 3, "reward/total": 0.0, "entropy": 1.0, "completions/max_length": 7, "loss": 0.25}, 2, 30)])
     {'step': 3, 'reward/total': 0.5, 'entropy': 1.25, 'completions/max_length': 7, 'loss': 0.75}
     """
-    first = records[0][0]
+    keys = list(dict.fromkeys(key for metrics, _, _ in records for key in metrics))
     out: dict = {}
-    for key, value in first.items():
-        values = [r[0].get(key) for r in records]
+    for key in keys:
+        present = [(m[key], n, t) for m, n, t in records if key in m]
+        values = [v for v, _, _ in present]
         if key in _SHARED_KEYS or key.startswith("time/") or not all(isinstance(v, (int, float)) for v in values):
-            out[key] = value
+            out[key] = values[0]
         elif key == "loss" or key.startswith("throughput/"):
             out[key] = sum(values)
         elif key.endswith(_MAX_SUFFIXES):
@@ -421,10 +426,10 @@ def combine_rank_metrics(records: list[tuple[dict, float, float]]) -> dict:
         elif key.endswith(_MIN_SUFFIXES):
             out[key] = min(values)
         else:
-            per_token = key.startswith(_TOKEN_MEAN_KEYS)
-            weights = [r[2] if per_token else r[1] for r in records]
+            per_token = key in _TOKEN_MEAN_KEYS or key.startswith("rollout/")
+            weights = [t if per_token else n for _, n, t in present]
             total = sum(weights)
-            out[key] = sum(v * w for v, w in zip(values, weights)) / total if total else value
+            out[key] = sum(v * w for v, w in zip(values, weights)) / total if total else values[0]
     return out
 
 

@@ -29,6 +29,7 @@ from stages.core.distributed import (DistributedRun, check_launch, check_promise
                                      distributed_block, group_seeds, rank_groups)
 from stages.core.memory_plan import Distributed
 from stages.core.rollout import SamplingSettings
+from tests.stages.test_learning import toy_reward  # noqa: F401  (fixture)
 
 REPO = Path(__file__).resolve().parents[2]
 WORKER = Path(__file__).with_name("distributed_worker.py")
@@ -190,11 +191,31 @@ def run_grpo(tmp: Path, name: str, config: dict, nproc: int, toy_inputs: dict, e
     return launch("grpo", config, nproc, out, {"model": toy_inputs["model"], "train": toy_inputs["train"]}, outputs, env), out
 
 
+def run_one_rank_here(tmp: Path, name: str, config: dict, toy_inputs: dict, monkeypatch) -> Path:
+    """A 1-rank DeepSpeed run in this process (no launcher: the stage sets up its own 1-process
+    group), saving a launch's start-up; the environment it sets is undone afterwards."""
+    import stages.grpo as grpo
+
+    for variable in ("RANK", "LOCAL_RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT", "LOCAL_WORLD_SIZE"):
+        monkeypatch.delenv(variable, raising=False)
+    monkeypatch.setenv("DS_ACCELERATOR", "cpu")
+    threads = torch.get_num_threads()
+    out = tmp / name
+    try:
+        grpo.main(config, {"model": toy_inputs["model"], "train": toy_inputs["train"]},
+                  {"model": str(out / "model"), "metrics": str(out / "metrics.jsonl"), "scratch": str(out)})
+    finally:
+        torch.set_num_threads(threads)
+        for variable in ("RANK", "LOCAL_RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT"):
+            os.environ.pop(variable, None)
+    return out
+
+
 @pytest.mark.distributed
 @needs_deepspeed
-def test_grpo_two_ranks_match_one_rank_under_zero2_and_zero3_and_resume_after_a_kill(tmp_path, toy_inputs):
-    one, one_dir = run_grpo(tmp_path, "w1z2", grpo_run_config(1, 2), 1, toy_inputs)
-    _ok(one)
+def test_grpo_two_ranks_match_one_rank_under_zero2_and_zero3_and_resume_after_a_kill(tmp_path, toy_inputs, toy_reward,
+                                                                                     monkeypatch):
+    one_dir = run_one_rank_here(tmp_path, "w1z2", grpo_run_config(1, 2), toy_inputs, monkeypatch)
     for stage in (2, 3):
         two, two_dir = run_grpo(tmp_path, f"w2z{stage}", grpo_run_config(2, stage), 2, toy_inputs)
         _ok(two)
