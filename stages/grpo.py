@@ -1010,10 +1010,24 @@ def train_and_publish(config: dict, inputs: dict, outputs: dict, device, run: Di
     except GuardStop as stop:
         raise SystemExit(f"grpo {config['run']}: training guard stopped the run: {stop}") from None
     finally:
-        trainer.backend.close()
-    if run is not None and not run.is_main:
-        save_policy(trainer, Path(outputs["model"]))  # takes part in the gathers; rank 0 writes
+        if run is None:
+            trainer.backend.close()
+    if run is None:
+        publish_outputs(trainer, config, inputs, outputs, scratch, trained, started)
         return
+    # A colocated vLLM engine shares the rank's process: closing it tears down the default
+    # process group, which the gathers of the publish still need. Close it after them.
+    try:
+        if run.is_main:
+            publish_outputs(trainer, config, inputs, outputs, scratch, trained, started)
+        else:
+            save_policy(trainer, Path(outputs["model"]))  # takes part in the gathers; rank 0 writes
+    finally:
+        trainer.backend.close()
+
+
+def publish_outputs(trainer: GRPOTrainer, config: dict, inputs: dict, outputs: dict, scratch: Path, trained: int,
+                    started: float) -> None:
     records = read_jsonl(scratch / "metrics.partial.jsonl")
     steps_logged = [r["step"] for r in records]
     if steps_logged != list(range(config["steps"])):
@@ -1025,7 +1039,7 @@ def train_and_publish(config: dict, inputs: dict, outputs: dict, device, run: Di
         write_json_atomic(out_dir / "meta.json", provenance(
             stage="grpo", config=config, inputs=inputs, started_at=started,
             extra={"rollout_backend": trainer.backend_name, "steps_trained_this_invocation": trained,
-                   "layout": checkpoint_layout(run),
+                   "layout": checkpoint_layout(trainer.run),
                    "final_metrics": records[-1] if records else None, **verifier_provenance(config["rewards"])}))
     shutil.copyfile(scratch / "metrics.partial.jsonl", str(outputs["metrics"]) + ".tmp")
     Path(str(outputs["metrics"]) + ".tmp").replace(outputs["metrics"])

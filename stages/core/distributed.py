@@ -315,18 +315,23 @@ class DistributedRun:
         return float(torch.tensor(everything, dtype=torch.float).std(unbiased=False)) if everything else 0.0
 
     def sync_backend(self, model: torch.nn.Module, backend) -> None:
-        """Push the policy's weights into this rank's rollout engine.
+        """Push the policy's weights into this rank's rollout engine (vLLM: one colocated engine
+        per rank, data parallel).
 
-        ZeRO <= 2: every rank holds the whole model; the backend syncs as in one process. ZeRO-3
-        (vLLM, one colocated engine per rank): the weights go over in pieces of one top-level block
-        (embeddings, each decoder layer, final norm, head) at a time, each gathered from the shards
-        and released before the next, so the whole model is never materialised on a rank.
+        ZeRO <= 2: every rank holds the whole model; the backend syncs as in one process. ZeRO-3:
+        the shards are gathered one top-level block at a time (embeddings, each decoder layer,
+        final norm, head), so the whole model never exists on a GPU of a rank; each block is
+        copied to host memory and the engine reloads once from that host copy. Streaming the
+        blocks straight into the engine is not possible with vllm 0.32: its layer-wise reload
+        takes a complete weight set (a partial one leaves the other layers unloaded, measured).
         """
         if self.zero_stage != 3:
             backend.sync_weights(model)
             return
+        host: dict[str, torch.Tensor] = {}
         for piece in weight_pieces(model):
-            backend.sync_weights(piece)
+            host.update({name: tensor.to("cpu", copy=True) for name, tensor in piece.tensors.items()})
+        backend.sync_weights(WeightPiece(host))
 
     # ------------------------------------------------------------ full weights of a sharded model
     def gathered_modules(self, model: torch.nn.Module) -> Iterator[tuple[str, torch.nn.Module]]:

@@ -73,6 +73,10 @@ def lease(count: int, lock_root: Path, timeout_s: float) -> tuple[list[str], lis
     if len(devices) < count:
         raise SystemExit(f"gpu_lease: {count} GPU(s) asked for but this machine shows {len(devices)} "
                          f"(CUDA_VISIBLE_DEVICES={os.environ.get('CUDA_VISIBLE_DEVICES', 'unset')})")
+    if os.environ.get("SLURM_JOB_ID"):
+        # Inside a Slurm allocation the devices are the job's own (and may be renumbered from 0 in
+        # every job of a node, so per-number locks would make jobs wait for each other): no locks.
+        return devices[:count], []
     lock_dir = lock_root / socket.gethostname()  # device numbers are per host
     deadline = time.monotonic() + timeout_s
     while True:

@@ -908,15 +908,22 @@ def plan_config(config: Any, device: DeviceSpec, *, distributed: Distributed | N
         grpo = run["grpo"]
         block = run.get("distributed") or grpo.get("distributed") or dump.get("distributed")
         dist = distributed or (Distributed.from_block(block) if block else Distributed(device.count if device.kind == "cuda" else 1))
+        resized = distributed is None and block and device.kind == "cuda" and dist.world_size != device.count
+        if resized:  # the GPUs asked about (--gpus) win; the block's ZeRO stage and offload stay
+            dist = dataclasses.replace(dist, world_size=device.count)
+        run_notes = [f"the run's distributed block asks for {Distributed.from_block(block).world_size} rank(s); "
+                     f"planned on the {device.count} GPU(s) asked for"] if resized else []
         prompt = prompt_tokens or grpo.get("max_prompt_tokens") or DEFAULT_PROMPT_TOKENS
         if run.get("sft"):
             settings = sft_settings(run["sft"], dtype, seq_tokens=prompt + grpo["max_new_tokens"], distributed=dist)
             plan = plan_training(shape, settings, device, stage=f"runs/{run_name}/sft")
+            plan.notes += run_notes
             plan.notes.append(f"SFT sequences planned at prompt {prompt} + {grpo['max_new_tokens']} tokens (GRPO's max_new_tokens)")
             plans.append(plan)
         grpo_backend = _plan_backend(grpo["rollout"]["backend"], backend)
         settings = grpo_settings(grpo, dtype, grpo_backend, distributed=dist, prompt_tokens=prompt)
         plan = plan_training(shape, settings, device, stage=f"runs/{run_name}/grpo")
+        plan.notes += run_notes
         plan.notes.append(f"rollout backend {grpo_backend}; prompts planned at {prompt} tokens")
         plans.append(plan)
         for bench_name, bench in dump["evaluation"]["benches"].items():

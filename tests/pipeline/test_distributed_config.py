@@ -134,3 +134,10 @@ def test_lease_refuses_more_devices_than_the_machine_has(tmp_path, monkeypatch):
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0")
     with pytest.raises(SystemExit, match="2 GPU"):
         gpu_lease.main(["--gpus", "2", "--dir", str(tmp_path), "--", "true"])
+
+
+def test_inside_slurm_the_lease_takes_the_jobs_devices_without_locks(tmp_path, monkeypatch):
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0,1")
+    monkeypatch.setenv("SLURM_JOB_ID", "42")
+    devices, handles = gpu_lease.lease(2, tmp_path, timeout_s=1)
+    assert devices == ["0", "1"] and handles == [] and not any(tmp_path.iterdir())

@@ -255,3 +255,40 @@ def test_sft_two_ranks_under_zero3_match_one_process(tmp_path, toy_inputs):
     for a, b in zip(one_history, two_history, strict=True):
         assert b["loss"] == pytest.approx(a["loss"], abs=1e-4) and b["grad_norm"] == pytest.approx(a["grad_norm"], abs=1e-4)
     _assert_same_weights(tmp_path / "one" / "model", tmp_path / "two" / "model", atol=1e-4)
+
+
+# ---------------------------------------------------------------- benchmarks/gpu_check.py (its CPU-free parts)
+def _gpu_check():
+    spec = importlib.util.spec_from_file_location("gpu_check", REPO / "benchmarks" / "gpu_check.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_gpu_check_plans_two_ranks_with_vllm_on_two_gpus_and_one_rank_on_one():
+    gpu_check = _gpu_check()
+    assert gpu_check.plan(2, True) == {"ranks": 2, "zero_stage": 3, "backend": "vllm"}
+    assert gpu_check.plan(1, True) == {"ranks": 1, "zero_stage": 3, "backend": "vllm"}
+    with pytest.raises(SystemExit, match="no CUDA device"):
+        gpu_check.plan(0, True)
+    config = gpu_check.stage_config(2, 3, "vllm")
+    assert config["distributed"] == {"world_size": 2, "zero_stage": 3} and config["prompts_per_step"] % 2 == 0
+    assert distributed_block(config).uses_deepspeed and config["rollout"]["backend"] == "vllm"
+    command = gpu_check.launch_command(2, Path("w/grpo.json"), Path("w/model"), Path("w/train.jsonl"), Path("w/run"))
+    assert "--nproc_per_node=2" in command and "--worker" in command and "scratch=w/run" in command
+
+
+def test_gpu_check_reports_stale_weights_and_unchanged_models(tmp_path, tiny_model_dir):
+    gpu_check = _gpu_check()
+    out = tmp_path / "run"
+    (out / "model").mkdir(parents=True)
+    import shutil
+
+    for item in tiny_model_dir.iterdir():
+        shutil.copy(item, out / "model" / item.name)
+    (out / "model" / "meta.json").write_text(json.dumps({"layout": {"deepspeed": True, "world_size": 2, "zero_stage": 3}}))
+    records = [{"step": s, "rollout/logprob_abs_diff": 0.9 if s == 2 else 0.01, "reward/total": 0.1, "time/step_s": 1.0}
+               for s in range(gpu_check.STEPS)]
+    (out / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    failures = gpu_check.check(out, tiny_model_dir, ranks=2)
+    assert any("not synced" in f for f in failures) and any("equal the start" in f for f in failures)
