@@ -123,17 +123,22 @@ def main() -> None:
         parser.error(f"--corrections: unknown {unknown}; choose from {', '.join(ALL_CORRECTIONS)}")
 
     rewards: dict[str, list[float]] = {name: [] for name in corrections}
+    logprob_gaps: dict[str, list[float]] = {name: [] for name in corrections}
     with tempfile.TemporaryDirectory() as tmp:
         model_dir, rows_file = write_fixtures(Path(tmp))
         for seed in range(args.seeds):  # seeds outermost: a busy spell slows every correction alike
             for name in corrections:
                 started = time.time()
-                rewards[name].append(train_under_mismatch(setting, name, seed, model_dir, rows_file))
-                print(f"seed {seed} {name}: {rewards[name][-1]:.3f} ({time.time() - started:.0f} s)", file=sys.stderr, flush=True)
+                run = train_under_mismatch(setting, name, seed, model_dir, rows_file)
+                rewards[name].append(run.policy_reward)
+                logprob_gaps[name].append(run.mean_logprob_gap)
+                print(f"seed {seed} {name}: reward {run.policy_reward:.3f}, mean |engine - trainer| log-prob "
+                      f"{run.mean_logprob_gap:.3f} ({time.time() - started:.0f} s)", file=sys.stderr, flush=True)
     print(f"{setting}, {args.seeds} seeds\n")
     print(markdown_table(rewards))
     if args.json_out:
-        args.json_out.write_text(json.dumps({"setting": dataclasses.asdict(setting), "rewards": rewards}, indent=2) + "\n")
+        args.json_out.write_text(json.dumps({"setting": dataclasses.asdict(setting), "rewards": rewards,
+                                              "mean_logprob_gaps": logprob_gaps}, indent=2) + "\n")
 
 
 if __name__ == "__main__":

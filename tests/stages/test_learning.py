@@ -103,7 +103,9 @@ def toy_target_reward(monkeypatch):
 class DigitBiasedBackend(HFBackend):
     """A rollout engine that disagrees with the trainer in a reward-correlated way: every digit
     token's logit is raised by ``bias`` before sampling, and the log-probs it reports are those
-    of the distribution it sampled from (mu), as a real engine's are."""
+    of the distribution it sampled from (mu), as a real engine's are. The offset is added by a
+    hook on the LM head that exists only while this engine samples, so the trainer's own
+    forward passes (same model object) never see it, whichever decode path the sampler takes."""
 
     def __init__(self, model, tokenizer, bias: float):
         super().__init__(model, tokenizer)
@@ -111,8 +113,15 @@ class DigitBiasedBackend(HFBackend):
         self.logit_offset = torch.zeros(model.config.vocab_size)  # (V,)
         self.logit_offset[digit_ids] = bias
 
-    def _forward(self, input_ids, attention, position_ids, cache) -> torch.Tensor:
-        return super()._forward(input_ids, attention, position_ids, cache) + self.logit_offset  # (n, V)
+    def generate(self, prompt_token_ids, settings):
+        def add_offset(module, inputs, logits):
+            return logits + self.logit_offset.to(logits.device, logits.dtype)  # (..., V)
+
+        handle = self.model.get_output_embeddings().register_forward_hook(add_offset)
+        try:
+            return super().generate(prompt_token_ids, settings)
+        finally:
+            handle.remove()
 
 
 class ShiftedTemperatureBackend(HFBackend):
@@ -155,9 +164,16 @@ def policy_reward(trainer: GRPOTrainer, reward_fn, seed: int) -> float:
     return sum(reward_fn(c.text, {}) for group in groups for c in group) / sum(len(group) for group in groups)
 
 
-def train_under_mismatch(setting: Mismatch, correction: str, seed: int, model_dir, rows_file) -> float:
-    """Train with ``correction`` under ``setting`` and return the policy's reward.
-    ``correction`` "unperturbed" trains on the trainer's own sampler instead."""
+@dataclasses.dataclass(frozen=True)
+class MismatchRun:
+    policy_reward: float
+    mean_logprob_gap: float  # mean over steps of the logged mean |engine - trainer| token log-prob
+
+
+def train_under_mismatch(setting: Mismatch, correction: str, seed: int, model_dir, rows_file) -> MismatchRun:
+    """Train with ``correction`` under ``setting``; return the policy's reward and how far the
+    engine's log-probs were from the trainer's. ``correction`` "unperturbed" trains on the
+    trainer's own sampler instead."""
     engine = None if correction == "unperturbed" else setting.engine
     algorithm = {"advantage_estimator": "grpo", "num_minibatches": 2,
                  "rollout_correction": "none" if correction == "unperturbed" else correction,
@@ -169,9 +185,8 @@ def train_under_mismatch(setting: Mismatch, correction: str, seed: int, model_di
     trainer = GRPOTrainer(config, {"model": str(model_dir), "train": str(rows_file)}, torch.device("cpu"))
     if engine is not None:
         trainer.backend = STAND_IN_ENGINES[engine](trainer.policy, trainer.tokenizer, setting.strength)
-    for step in range(setting.steps):
-        trainer.step(step)
-    return policy_reward(trainer, TOY_REWARDS[setting.reward], seed)
+    logprob_gaps = [trainer.step(step)["rollout/logprob_abs_diff"] for step in range(setting.steps)]
+    return MismatchRun(policy_reward(trainer, TOY_REWARDS[setting.reward], seed), sum(logprob_gaps) / len(logprob_gaps))
 
 
 MISMATCH_SEEDS = (0, 1)
@@ -186,11 +201,15 @@ def test_sequence_is_recovers_from_a_biased_engine(toy_target_reward, tiny_model
     loss won back), while the token-level tis scored 0.446, below no correction."""
     setting = Mismatch()
 
-    def mean_reward(correction: str) -> float:
-        return sum(train_under_mismatch(setting, correction, seed, tiny_model_dir, toy_rows_file)
-                   for seed in MISMATCH_SEEDS) / len(MISMATCH_SEEDS)
+    def mean_reward(correction: str, engine_is_off: bool) -> float:
+        runs = [train_under_mismatch(setting, correction, seed, tiny_model_dir, toy_rows_file) for seed in MISMATCH_SEEDS]
+        gap = max(run.mean_logprob_gap for run in runs) if engine_is_off else min(run.mean_logprob_gap for run in runs)
+        # The stand-in must really disagree (a sampler that bypassed its hook would make this check vacuous).
+        assert (gap < 1e-3) if engine_is_off else (gap > 0.05), f"{correction}: mean |engine - trainer| log-prob {gap:.4f}"
+        return sum(run.policy_reward for run in runs) / len(runs)
 
-    unperturbed, perturbed, corrected = mean_reward("unperturbed"), mean_reward("none"), mean_reward("seq_tis")
+    unperturbed = mean_reward("unperturbed", engine_is_off=True)
+    perturbed, corrected = mean_reward("none", engine_is_off=False), mean_reward("seq_tis", engine_is_off=False)
     print(f"policy reward after {setting.steps} steps, mean of {len(MISMATCH_SEEDS)} seeds: unperturbed "
           f"{unperturbed:.3f}, biased engine {perturbed:.3f}, biased engine with seq_tis {corrected:.3f}")
     assert unperturbed - perturbed > 0.1, "the biased engine should cost reward"
