@@ -164,7 +164,21 @@ class Workflow:
         mem_mb = block.mem_mb_per_node or plain["mem_mb"] * block.gpus_per_node
         gpus = block.world_size if self.uses_gpu else 0
         return {"mem_mb": mem_mb, "runtime": plain["runtime"], "gpu": gpus, "nodes": block.nodes,
-                "tasks": 0 if gpus else block.nodes}
+                "tasks": block.nodes if block.nodes > 1 or not gpus else 0}
+
+    def multinode_runs(self) -> list[str]:
+        """Runs whose training spans several nodes: their sft/grpo jobs are the ``*_multinode`` rules."""
+        return [run for run, spec in self.cfg.runs.items() if spec.distributed is not None and spec.distributed.nodes > 1]
+
+    def single_node_runs(self) -> list[str]:
+        return [run for run in self.cfg.runs if run not in self.multinode_runs()]
+
+    def multinode_resources(self, kind: str) -> dict:
+        """``train_resources`` plus what the Slurm plugins need for a job that starts its own ranks
+        with ``srun``: ``mpi`` (the job step runs the rule's command as is, not under ``srun -n1``;
+        sbatch gets ``--ntasks`` = nodes, one torchrun per node) and ``tasks_per_gpu: 0`` (else a GPU
+        job's ``tasks`` would become ``--ntasks-per-gpu``)."""
+        return {**self.train_resources(kind), "mpi": "srun", "tasks_per_gpu": 0}
 
     def train_threads(self, run: str) -> int:
         """Cores of a training job: one per rank on a node (CPU ranks train with one thread each)."""

@@ -10,6 +10,8 @@ rule sft:
         P.log("sft", "{run}"),
     benchmark:
         P.benchmark("sft", "{run}")
+    wildcard_constraints:
+        run=wildcard_pattern(W.single_node_runs()),
     conda:
         CONDA_ENV
     threads: lambda wildcards: W.train_threads(wildcards.run)
@@ -36,6 +38,8 @@ rule grpo:
         P.log("grpo", "{run}"),
     benchmark:
         P.benchmark("grpo", "{run}")
+    wildcard_constraints:
+        run=wildcard_pattern(W.single_node_runs()),
     conda:
         CONDA_ENV
     threads: lambda wildcards: W.train_threads(wildcards.run)
@@ -49,3 +53,19 @@ rule grpo:
         "--output model={output.model} --output metrics={output.metrics} --output snapshots={output.snapshots} "
         "--output scratch={params.scratch} "
         "--threads {threads} 2> {log}"
+
+
+# Runs over several nodes: the same jobs, whose command starts its own ranks with srun (one
+# torchrun per node, see W.launcher), so the Slurm job step must not wrap it in `srun -n1`.
+use rule sft as sft_multinode with:
+    wildcard_constraints:
+        run=wildcard_pattern(W.multinode_runs()),
+    resources:
+        **W.multinode_resources("sft"),
+
+
+use rule grpo as grpo_multinode with:
+    wildcard_constraints:
+        run=wildcard_pattern(W.multinode_runs()),
+    resources:
+        **W.multinode_resources("grpo"),

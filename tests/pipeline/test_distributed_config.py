@@ -94,16 +94,28 @@ def test_cpu_ranks_ask_for_one_task_per_node_and_no_gpu():
     assert (w.run_resources("grpo", run)["gpu"], w.run_resources("grpo", run)["tasks"]) == (0, 1)
 
 
-def test_dry_run_shows_the_torchrun_line(tmp_path):
+def test_dry_run_shows_torchrun_on_one_node_and_srun_over_several(tmp_path):
     override = tmp_path / "distributed.yaml"
-    override.write_text("runs:\n  r1zero:\n    distributed: {gpus_per_node: 2, zero_stage: 3}\n")
+    override.write_text("runs:\n  r1zero:\n    distributed: {gpus_per_node: 2, zero_stage: 3}\n"
+                        "  coldstart:\n    distributed: {gpus_per_node: 1, nodes: 2, zero_stage: 2}\n")
     result = subprocess.run([sys.executable, "-m", "snakemake", "-n", "-p", "--cores", "2", "--configfile",
                              "pipeline/config/smoke.yaml", str(override), "--config", f"results_dir={tmp_path / 'results'}"],
                             capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
-    grpo_lines = [line for line in result.stdout.splitlines() if "-m stages.grpo" in line and "r1zero/grpo" in line]
-    assert grpo_lines and grpo_lines[0].removeprefix("Shell command: ").startswith("torchrun --standalone --nproc_per_node 2 -m stages.grpo")
-    assert "--threads 2" in grpo_lines[0]
+    jobs = {}  # (rule, run) -> (resources line, shell command)
+    for block in result.stdout.split("\nrule ")[1:]:
+        rule = block.split(":", 1)[0]
+        lines = block.splitlines()
+        wildcards = next((line for line in lines if line.strip().startswith("wildcards:")), "")
+        resources = next((line for line in lines if line.strip().startswith("resources:")), "")
+        shell = next((line.removeprefix("Shell command: ") for line in lines if line.startswith("Shell command:")), "")
+        jobs[(rule, wildcards.split("run=")[-1].split(",")[0].strip())] = (resources, shell)
+    resources, shell = jobs[("grpo", "r1zero")]
+    assert shell.startswith("torchrun --standalone --nproc_per_node 2 -m stages.grpo") and "--threads 2" in shell
+    resources, shell = jobs[("grpo_multinode", "coldstart")]
+    assert shell.startswith("srun --kill-on-bad-exit=1 torchrun --nnodes 2 --nproc_per_node 1 --rdzv-backend c10d")
+    assert "nodes=2" in resources and "tasks=2" in resources and "mpi=srun" in resources and "tasks_per_gpu=0" in resources
+    assert ("sft_multinode", "coldstart") in jobs and ("grpo", "coldstart") not in jobs
 
 
 # ---------------------------------------------------------------- the GPU lease
