@@ -124,9 +124,6 @@ class PromptStream:
 # ---------------------------------------------------------------- the trainer
 def check_distributed_support(config: dict, algo: AlgorithmConfig, run: DistributedRun) -> None:
     """Refuse, before any weight loads, what the DeepSpeed path does not do."""
-    if algo.uses_critic and algo.critic != "separate":
-        raise ValueError(f"distributed: algorithm.critic {algo.critic!r} is not supported under DeepSpeed (its head rides "
-                         "on the policy engine); use critic: separate, which trains under its own engine")
     if algo.ref_refresh_steps and run.zero_stage == 3:
         raise ValueError("algorithm.ref_refresh_steps with distributed.zero_stage 3: refreshing a sharded reference "
                          "is not supported; use zero_stage 2 or no refresh")
@@ -239,6 +236,9 @@ class GRPOTrainer:
         self.engine = self.run.trainable_engine(self.policy, self.optimizer, dtype=self.dtype,
                                                 max_grad_norm=self.config["max_grad_norm"])
         self.policy = self.rollout_model = self.engine.module
+        if self.critic is not None and self.critic.shares_policy_trunk:
+            raise ValueError("distributed: a value-head critic is not supported under DeepSpeed (its head rides on the "
+                             "policy engine); use algorithm.critic: separate, which trains under its own engine")
         if self.critic is not None:  # a separate critic (check_distributed_support): its own engine and optimizer
             self.critic_engine = self.run.trainable_engine(self.critic.model, self.critic_optimizer, dtype=self.dtype,
                                                            max_grad_norm=self.config["max_grad_norm"])
