@@ -151,7 +151,7 @@ def main() -> None:
           f"{MIN_REFLECTION_RATIO} (training rollouts; last and min smoothed over {rows[0]['window']} steps)")
     print(table(rows))
     plots.plot_aha_curves(args.plot, {q["run"]: q["curves"] for q in rows},
-                          title=f"{RUN}: accuracy, length and reflection vs step ({len(seeds)} seeds)",
+                          title=f"{RUN}: accuracy, length and reflection vs step ({', '.join(f'seed {s}' for s in seeds)})",
                           held_out={q["run"]: q["held_out"] for q in rows})
     print(f"plot: {args.plot}", file=sys.stderr)
 

@@ -524,7 +524,7 @@ def _jsonl(path: str | Path) -> list[dict]:
 
 
 def base_probe_table(probes: Sequence[tuple[str, dict]]) -> tuple[list[str], list[list[str]]]:
-    header = ["bench", "completions", "checking", "pass@1", "per-step arithmetic accuracy"]
+    header = ["bench", "completions", "class", "pass@1", "per-step arithmetic accuracy"]
     rows = []
     for bench, probe in probes:
         for name in ("checking", "guessing"):
