@@ -111,7 +111,6 @@ def worker() -> None:
 
 def check(out: Path, model_dir: Path, ranks: int) -> list[str]:
     """What the run left behind; returns the failed checks (empty: all passed)."""
-    import torch
     from transformers import AutoModelForCausalLM
 
     failures = []
@@ -133,7 +132,6 @@ def check(out: Path, model_dir: Path, ranks: int) -> list[str]:
         failures.append(f"meta.json layout is {meta.get('layout')}")
     print(f"  final metrics: reward {records[-1]['reward/total']:.3f}, kl {records[-1].get('kl', 0):.2e}, "
           f"step {records[-1]['time/step_s']:.1f} s")
-    del torch
     return failures
 
 
