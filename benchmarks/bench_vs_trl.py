@@ -81,6 +81,8 @@ def load_work(args: argparse.Namespace) -> dict:
                  "_runtime": {"threads": args.threads}})
     if args.max_new_tokens:
         grpo["max_new_tokens"] = args.max_new_tokens
+    if args.dtype:
+        grpo["dtype"] = args.dtype
     generate.update({"device": args.device, "max_prompts": args.eval_prompts, "_runtime": {"threads": args.threads}})
     return {"grpo": grpo, "generate": generate, "score": score, "bench": bench,
             "base": str(args.base or results / "models" / grpo["base"] / "model"),
@@ -168,7 +170,14 @@ def train_r1zero(work: dict, seed: int, out_dir: Path) -> dict:
     trainer = grpo_stage.GRPOTrainer(config, {"model": work["base"], "train": work["train"]}, pick_device(config["device"]))
     trainer.backend.generate = clock.wrap("sample", trainer.backend.generate)
     trainer.reference_logprobs = clock.wrap("reference", trainer.reference_logprobs)
-    trainer.update = clock.wrap("update", trainer.update)
+    update_tokens: list[int] = []
+    original_update = trainer.update
+
+    def counted_update(batch, tensors):
+        update_tokens.append(int(batch.attention_mask.sum()))  # prompt + completion tokens of the step
+        return original_update(batch, tensors)
+
+    trainer.update = clock.wrap("update", counted_update)
     trainer.backend.sync_weights = clock.wrap("sync", trainer.backend.sync_weights)
     setup_s = clock.now() - started
     steps = []
@@ -177,7 +186,7 @@ def train_r1zero(work: dict, seed: int, out_dir: Path) -> dict:
         phases = clock.take()
         steps.append({"step": step, "reward": metrics["reward/total"], "wall_s": clock.now() - started,
                       "completion_tokens": metrics["completions/mean_length"] * len(trainer.last_rollouts),
-                      **{f"{p}_s": phases.get(p, 0.0) for p in PHASES}})
+                      "update_tokens": update_tokens[-1] if update_tokens else None, **{f"{p}_s": phases.get(p, 0.0) for p in PHASES}})
     wall_s = clock.now() - started
     trainer.policy.save_pretrained(out_dir)
     trainer.tokenizer.save_pretrained(out_dir)
@@ -254,8 +263,8 @@ def train_trl(work: dict, seed: int, out_dir: Path) -> dict:
                 rest = phases.pop("generate_and_score", 0.0)
                 phases["reference"] = rest - phases.get("sample", 0.0) - phases.get("score", 0.0)
                 phases["update"] = whole - rest
-                steps.append({"step": state.global_step - 1, "reward": logs["reward"], "wall_s": clock.now() - started,
-                              "completion_tokens": logs.get("completions/mean_length", 0.0) * group_rows,
+                steps.append({"step": state.global_step - 1, "reward": float(logs["reward"]), "wall_s": clock.now() - started,
+                              "completion_tokens": float(logs.get("completions/mean_length", 0.0)) * group_rows,
                               **{f"{p}_s": phases.get(p, 0.0) for p in PHASES}})
 
     trainer.add_callback(Record())
@@ -333,7 +342,7 @@ def wall_to_reach(steps: list[dict], target: float, window: int = REWARD_WINDOW_
     >>> wall_to_reach([{"reward": 0.1, "wall_s": 1.0}, {"reward": 0.5, "wall_s": 2.0}], 0.3, window=2)
     2.0
     """
-    means = running_mean([s["reward"] for s in steps], window)
+    means = running_mean([float(s["reward"]) for s in steps], window)
     first_full = min(window, len(steps)) - 1
     for index in range(first_full, len(steps)):
         if means[index] >= target - 1e-12:
@@ -348,8 +357,8 @@ def summarise(record: dict, target: float | None, warmup_steps: int = 1) -> dict
     phases = {p: sum(s[f"{p}_s"] for s in timed) / len(timed) for p in PHASES}
     step_s = (timed[-1]["wall_s"] - (steps[warmup_steps - 1]["wall_s"] if len(steps) > warmup_steps else record["setup_s"])) \
         / len(timed)
-    tokens = sum(s["completion_tokens"] for s in steps)
-    rewards = [s["reward"] for s in steps]
+    tokens = sum(float(s["completion_tokens"]) for s in steps)
+    rewards = [float(s["reward"]) for s in steps]
     return {"trainer": record["trainer"], "seed": record["seed"], "wall_s": record["wall_s"], "step_s": step_s,
             **{f"{p}_s": v for p, v in phases.items()},
             "tokens_per_s": tokens / max(1e-9, steps[-1]["wall_s"] - record["setup_s"]),
@@ -359,13 +368,16 @@ def summarise(record: dict, target: float | None, warmup_steps: int = 1) -> dict
             "peak_memory_gib": record.get("peak_memory_gib")}
 
 
-def throughput(record: dict, work: dict, peak_tflops: float | None) -> dict:
-    """Rollout and update tokens/s, and the update's MFU (6 x parameters x tokens per update)."""
+def throughput(record: dict, peak_tflops: float | None) -> dict:
+    """Rollout and update tokens/s, and the update's MFU: 6 x parameters x (prompt + completion
+    tokens of every row), the work of the unshared computation, over the update's seconds."""
     timed = record["steps"][1:] or record["steps"]
     completion = sum(s["completion_tokens"] for s in timed)
-    prompt_tokens = 64 * work["grpo"]["prompts_per_step"] * work["grpo"]["group_size"]  # rough: prompts are short
     update_s = sum(s["update_s"] for s in timed)
-    update_tokens = completion + prompt_tokens * len(timed)
+    if any(s.get("update_tokens") is None for s in timed):  # TRL's update tokens are not recorded
+        return {"rollout_tokens_per_s": completion / max(1e-9, sum(s["sample_s"] for s in timed)),
+                "update_tokens_per_s": None, "mfu": None}
+    update_tokens = sum(s["update_tokens"] for s in timed)
     flops_per_s = 6 * record["num_parameters"] * update_tokens / max(1e-9, update_s)
     return {"rollout_tokens_per_s": completion / max(1e-9, sum(s["sample_s"] for s in timed)),
             "update_tokens_per_s": update_tokens / max(1e-9, update_s),
@@ -415,12 +427,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--max-new-tokens", type=int, default=None, help="completion length (default: the run's)")
     parser.add_argument("--seeds", default="0,1")
     parser.add_argument("--trainers", default="r1zero,trl", help=f"comma-separated, of {', '.join(TRAINERS)}")
+    parser.add_argument("--dtype", default=None, choices=["float32", "bfloat16", "float16"],
+                        help="compute dtype of both trainers (default: the run's)")
     parser.add_argument("--threads", type=int, default=1, help="torch threads per run")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--eval-prompts", type=int, default=0, help="bench prompts to evaluate (0: all)")
     parser.add_argument("--skip-eval", action="store_true")
     parser.add_argument("--peak-tflops", type=float, default=None, help="GPU peak dense bf16 TFLOP/s for MFU")
     parser.add_argument("--work-dir", default=None, help="where models and logs go (default: a temporary dir)")
+    parser.add_argument("--from-records", default=None,
+                        help="summarise the runs already in this --work-dir (no training): after a crash or to re-print")
     parser.add_argument("--json-out", default=str(REPO_ROOT / "results" / "benchmarks" / "bench_vs_trl.json"))
     parser.add_argument("--child", choices=TRAINERS, default=None, help=argparse.SUPPRESS)
     parser.add_argument("--seed", type=int, default=0, help=argparse.SUPPRESS)
@@ -449,15 +465,19 @@ def main(argv: list[str] | None = None) -> None:
     work_file = work_dir / "work.json"
     work_file.write_text(json.dumps(work, indent=1))
     seeds = [int(s) for s in args.seeds.split(",")]
-    records = [launch(trainer, seed, work_file, work_dir / f"{trainer}-seed{seed}", args)
-               for seed in seeds for trainer in args.trainers.split(",")]  # interleaved: ours, TRL, ours, TRL
+    if args.from_records:
+        records = [json.loads((Path(args.from_records) / f"{trainer}-seed{seed}" / "record.json").read_text())
+                   for seed in seeds for trainer in args.trainers.split(",")]
+    else:
+        records = [launch(trainer, seed, work_file, work_dir / f"{trainer}-seed{seed}", args)
+                   for seed in seeds for trainer in args.trainers.split(",")]  # interleaved: ours, TRL, ours, TRL
     targets = {r["seed"]: summarise(r, None)["final_reward"] for r in records if r["trainer"] == "trl"}
     rows = [summarise(r, targets.get(r["seed"])) for r in records]
     peak = args.peak_tflops or next((v for k, v in PEAK_BF16_TFLOPS.items() if args.device.startswith("cuda")
                                      and k in _gpu_name()), None)
     if args.device.startswith("cuda"):
         for row, record in zip(rows, records):
-            row.update(throughput(record, work, peak))
+            row.update(throughput(record, peak))
     report = {"machine": machine(), "device": args.device, "threads": args.threads, "base": work["base"],
               "steps": work["grpo"]["steps"], "prompts_per_step": work["grpo"]["prompts_per_step"],
               "group_size": work["grpo"]["group_size"], "max_new_tokens": work["grpo"]["max_new_tokens"],
@@ -472,8 +492,9 @@ def main(argv: list[str] | None = None) -> None:
         print("\n| trainer | seed | rollout tokens/s | update tokens/s | MFU | peak GiB |\n|---|---:|---:|---:|---:|---:|")
         for r in rows:
             mfu = "—" if r["mfu"] is None else f"{100 * r['mfu']:.1f}%"
-            print(f"| {r['trainer']} | {r['seed']} | {r['rollout_tokens_per_s']:.0f} | {r['update_tokens_per_s']:.0f} | "
-                  f"{mfu} | {r['peak_memory_gib']:.2f} |")
+            update = "—" if r["update_tokens_per_s"] is None else f"{r['update_tokens_per_s']:.0f}"
+            print(f"| {r['trainer']} | {r['seed']} | {r['rollout_tokens_per_s']:.0f} | {update} | {mfu} | "
+                  f"{r['peak_memory_gib']:.2f} |")
     print(f"\nJSON: {args.json_out}; models and logs: {work_dir}")
 
 
