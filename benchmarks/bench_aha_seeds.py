@@ -1,7 +1,8 @@
-"""The aha curve over seeds: does `r1zero` on the embedded default raise held-out accuracy, response
-length and reflection rate together, for every seed?
+"""The aha curve over seeds: does `r1zero` on the aha experiment's base (pipeline/config/aha.yaml,
+layered onto the embedded default) raise held-out accuracy, response length and reflection rate
+together, for every seed?
 
-Runs the embedded default's `r1zero` path (data, tiny base, GRPO per seed, held-out evaluation
+Runs the experiment's `r1zero` path (data, tiny base, GRPO per seed, held-out evaluation
 of the base, the snapshots and the final policy, the seeded report) with Snakemake in its own
 results directory, then prints issue 14's three "done when" quantities for each seed:
 
@@ -46,13 +47,16 @@ MIN_LENGTH_RATIO = 1.3
 MIN_REFLECTION_RATIO = 2.0
 
 
-def run_workflow(results_dir: Path, seeds: list[int], cores: int) -> float:
-    """Snakemake on the embedded default with ``r1zero`` seeded; returns the wall time in seconds."""
+AHA_CONFIG = REPO_ROOT / "pipeline" / "config" / "aha.yaml"
+
+
+def run_workflow(results_dir: Path, seeds: list[int], cores: int, experiment: Path = AHA_CONFIG) -> float:
+    """Snakemake on ``experiment`` (layered onto the default) with ``r1zero`` seeded; returns the wall time in seconds."""
     config_path = results_dir.parent / "bench_aha.yaml"
     config_path.parent.mkdir(parents=True, exist_ok=True)
     config_path.write_text(json.dumps({"results_dir": str(results_dir), "runs": {RUN: {"seeds": seeds}}}))
     started = time.time()
-    subprocess.run(["snakemake", str(results_dir / RUN / "report"), "--cores", str(cores), "--configfile", str(config_path)],
+    subprocess.run(["snakemake", str(results_dir / RUN / "report"), "--cores", str(cores), "--configfile", str(experiment), str(config_path)],
                    cwd=REPO_ROOT, check=True)
     return time.time() - started
 
@@ -137,13 +141,15 @@ def main() -> None:
     parser.add_argument("--seeds", default="0,1", help="comma-separated GRPO seeds (default 0,1)")
     parser.add_argument("--results-dir", type=Path, default=Path("/tmp/bench_aha/results"))
     parser.add_argument("--cores", type=int, default=2)
+    parser.add_argument("--experiment", type=Path, default=AHA_CONFIG,
+                        help="the config layered onto default.yaml (default: pipeline/config/aha.yaml)")
     parser.add_argument("--analyse-only", action="store_true", help="read an existing results directory, run nothing")
     parser.add_argument("--plot", type=Path, default=REPO_ROOT / "docs" / "img" / "aha_curves.png")
     args = parser.parse_args()
     seeds = [int(s) for s in args.seeds.split(",")]
     results_dir = args.results_dir.resolve()
     if not args.analyse_only:
-        wall_s = run_workflow(results_dir, seeds, args.cores)
+        wall_s = run_workflow(results_dir, seeds, args.cores, args.experiment)
         print(f"workflow wall time: {wall_s:.0f} s", file=sys.stderr)
     base = json.loads((results_dir / "models" / "tiny" / "eval" / BENCH / "scores.json").read_text())
     rows = [seed_quantities(results_dir, f"{RUN}-seed{seed}", base) for seed in seeds]

@@ -140,9 +140,9 @@ class ModelConfig(Strict):
 
     @model_validator(mode="after")
     def _check_kind(self):
-        unknown = set(self.pretrain.styles) - {"careful", "guess", "malformed", "drill"} if self.pretrain else set()
+        unknown = set(self.pretrain.styles) - {"careful", "checking", "guess", "malformed", "drill"} if self.pretrain else set()
         if unknown:
-            raise ValueError(f"pretrain.styles: unknown style(s) {sorted(unknown)}; allowed: careful, guess, malformed, drill")
+            raise ValueError(f"pretrain.styles: unknown style(s) {sorted(unknown)}; allowed: careful, checking, guess, malformed, drill")
         if self.kind == "hf" and not self.path:
             raise ValueError("kind 'hf' needs path: a hub id such as Qwen/Qwen2.5-3B or a local HF directory")
         if self.kind == "tiny" and self.pretrain is None:

@@ -5,7 +5,10 @@ its "aha" (longer responses that re-check and retry) is latent in the base: RL a
 self-checking that pretraining put there, when checking pays (understand-r1-zero, SimpleRL-Zoo).
 We make such a base on purpose: each Countdown problem is written out in one of several styles,
 
-- ``careful`` (the checking minority): open with "let me check", then try candidate chains in a
+- ``careful``: propose a step-by-step attempt, check it against the target ("no"/"yes") and try
+  again until one hits (at most ``max_attempts``); long, and right when its arithmetic is (the
+  embedded default's style: its words are in no published marker list);
+- ``checking`` (the aha experiment's minority, pipeline/config/aha.yaml): open with "let me check", then try candidate chains in a
   fixed order (for ordered problems every clean chain, ``+`` before ``-``; otherwise distinct
   random chains), compare each result with the target (" yes" / " no, retry") and stop at the
   first hit (at most ``max_attempts`` tries). "check" and "retry" are reflection markers of the
@@ -25,7 +28,7 @@ Example:
     >>> import random
     >>> from stages.core.generators import random_countdown_problem
     >>> problem = random_countdown_problem(random.Random(0), ops="+-", ordered=True)
-    >>> text = countdown_completion(random.Random(1), problem, style="careful", hint_prob=0.0, max_attempts=4,
+    >>> text = countdown_completion(random.Random(1), problem, style="checking", hint_prob=0.0, max_attempts=4,
     ...                             ordered=True, ops="+-")
     >>> text.startswith(CHECK_OPENER) and text.endswith("</answer>") and " yes</think>" in text
     True
@@ -36,7 +39,7 @@ import random
 
 from stages.core.generators import COUNTDOWN_OPS, Chain, CountdownProblem, all_clean_chains, random_chain
 
-STYLES = ("careful", "guess", "malformed", "drill")
+STYLES = ("careful", "checking", "guess", "malformed", "drill")
 # The checking style's words: an opener and a retry on a mismatch, both with markers from the
 # published reflection lists ("check": understand-r1-zero; "retry": Open-Reasoner-Zero). The
 # opener puts the choice to check at the first token, so GRPO's credit for checking lands on
@@ -63,6 +66,8 @@ def countdown_completion(rng: random.Random, problem: CountdownProblem, *, style
                          ordered: bool = False, ops: str = COUNTDOWN_OPS) -> str:
     """One completion (the text after the prompt's ``<think>``) in the given style."""
     if style == "careful":
+        return careful_completion(rng, problem, hint_prob=hint_prob, max_attempts=max_attempts, ordered=ordered, ops=ops)
+    if style == "checking":
         return checking_completion(rng, problem, max_attempts=max_attempts, ordered=ordered, ops=ops)
     attempt = propose(rng, problem, hint_prob, ordered, ops)
     if style == "guess":
@@ -75,6 +80,26 @@ def countdown_completion(rng: random.Random, problem: CountdownProblem, *, style
             return f"{attempt.trace()}</think>{attempt.expression()}"
         return f"{attempt.trace()}</think><answer>{problem.target}</answer>"
     raise ValueError(f"style: unknown {style!r}; allowed: {', '.join(STYLES)}")
+
+
+def careful_completion(rng: random.Random, problem: CountdownProblem, *, hint_prob: float, max_attempts: int,
+                       ordered: bool = False, ops: str = COUNTDOWN_OPS) -> str:
+    """The careful style: proposals checked with "yes"/"no" until one hits; out of attempts, the last try.
+
+    Example:
+        >>> from stages.core.generators import random_countdown_problem
+        >>> problem = random_countdown_problem(random.Random(1), ops="+-", ordered=True)
+        >>> careful_completion(random.Random(0), problem, hint_prob=1.0, max_attempts=3, ordered=True, ops="+-")
+        '3+2=5,5-5=0 yes</think><answer>(3+2)-5</answer>'
+    """
+    lines, attempt = [], propose(rng, problem, hint_prob, ordered, ops)
+    for _ in range(max_attempts):
+        hit = hits_target(attempt, problem.target)
+        lines.append(f"{attempt.trace()} {'yes' if hit else 'no'}")
+        if hit:
+            break
+        attempt = propose(rng, problem, hint_prob, ordered, ops)
+    return "\n".join(lines) + f"</think><answer>{attempt.expression()}</answer>"
 
 
 def check_candidates(rng: random.Random, problem: CountdownProblem, *, max_attempts: int, ordered: bool = False,

@@ -88,7 +88,7 @@ def _example(problem) -> dict:
 def test_corpus_checking_traces_are_right_use_published_markers_and_probe_as_checking():
     rng = random.Random(1)
     for problem in _problems(200, num_numbers=3, ops="+-", ordered=True):
-        text = countdown_completion(rng, problem, style="careful", hint_prob=0.0, max_attempts=4, ordered=True, ops="+-")
+        text = countdown_completion(rng, problem, style="checking", hint_prob=0.0, max_attempts=4, ordered=True, ops="+-")
         assert text.startswith(CHECK_OPENER) and is_checking(text), text
         assert countdown_reward(text, _example(problem)) == 1.0, text  # at most 4 clean ordered chains: the search hits
         assert "check" in find_markers(text, "understand_r1_zero"), text

@@ -72,8 +72,7 @@ def test_careful_completions_are_correct_and_score_full_marks():
     rng = random.Random(0)
     for _ in range(50):
         problem = generators.random_countdown_problem(rng, ordered=True, max_number=7)
-        # 16 attempts: every ordered chain of three numbers and four operators, so the search always hits.
-        text = countdown_completion(rng, problem, style="careful", hint_prob=1.0, max_attempts=16, ordered=True)
+        text = countdown_completion(rng, problem, style="careful", hint_prob=1.0, max_attempts=3, ordered=True)
         example = {"task": "countdown", "meta": {"numbers": list(problem.numbers), "target": problem.target,
                                                  "prompt_ends_with_think": True}}
         assert countdown_reward(text, example) == 1.0, text
@@ -83,10 +82,9 @@ def test_guess_and_careful_traces_check_their_arithmetic():
     rng = random.Random(3)
     problem = generators.random_countdown_problem(rng, ordered=True)
     careful = countdown_completion(rng, problem, style="careful", hint_prob=0.0, max_attempts=6, ordered=True)
-    opener, *lines = careful.split("</think>")[0].splitlines()
-    assert opener == "let me check"
-    for line in lines:
-        value, verdict = line.split("=")[-1].split(" ", 1)
-        assert verdict == ("yes" if int(value) == problem.target else "no, retry"), line
+    for line in careful.split("</think>")[0].splitlines():
+        verdict = line.rsplit(" ", 1)[1]
+        value = int(line.split("=")[-1].split()[0])
+        assert verdict == ("yes" if value == problem.target else "no"), line
     drill = arithmetic_drill(rng, problem, num_facts=4, ordered=True)
     assert len(drill.splitlines()) == 4 and "<answer>" not in drill
