@@ -20,7 +20,7 @@ forward twice) over the peak dense bf16 FLOP/s of the GPU (``--peak-tflops``; H1
 It imports only torch, transformers and this repository (no vllm, no deepspeed).
 
 Usage:
-    nice python benchmarks/bench_real_size.py                     # CPU, bfloat16, 16 x 32 tokens
+    nice python benchmarks/bench_real_size.py                     # CPU, float32, 16 x 32 tokens
     python benchmarks/bench_real_size.py --device cuda            # larger defaults, see --help
 """
 from __future__ import annotations
@@ -263,7 +263,10 @@ def report(args, results: list[dict], meter: PeakMemory, plan, num_params: int, 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
-    parser.add_argument("--dtype", choices=["bfloat16", "float16", "float32"], default="bfloat16")
+    # CPU default float32: without native bf16 matmuls (avx512_bf16/AMX), bf16 autocast on CPU is
+    # emulated; on the 2-core AVX2 dev VM one bfloat16 update had not finished after 100 minutes.
+    parser.add_argument("--dtype", choices=["bfloat16", "float16", "float32"], default=None,
+                        help="default: float32 on cpu, bfloat16 on cuda")
     parser.add_argument("--steps", type=int, default=2)
     for name in DEFAULTS["cpu"]:
         parser.add_argument("--" + name.replace("_", "-"), type=int, default=None, help=f"default: {DEFAULTS['cpu'][name]} "
@@ -278,6 +281,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     for name, value in DEFAULTS[args.device].items():
         if getattr(args, name) is None:
             setattr(args, name, value)
+    if args.dtype is None:
+        args.dtype = "float32" if args.device == "cpu" else "bfloat16"
     return args
 
 
