@@ -41,7 +41,7 @@ from stages.core.precision import MixedPrecision
 from stages.core.memory_plan import check_stage_fits
 from stages.core.reflection import reflection_metrics
 from stages.core.prompting import encode_prompts
-from stages.core.rollout import BackendRequest, Completion, SamplingSettings, create_backend
+from stages.core.rollout import BackendRequest, Completion, SamplingSettings, create_backend, samples_from_trainer_model
 from stages.core.scoring import prefetch_code_results, score_completions, verifier_provenance
 
 log = logging.getLogger("r1zero.grpo")
@@ -244,7 +244,7 @@ class GRPOTrainer:
                                                            max_grad_norm=self.config["max_grad_norm"])
         if self.reference is not None and self.run.zero_stage == 3:
             self.reference, self.reference_engine = self.run.frozen_model(self.reference, dtype=self.dtype)
-        if self.run.zero_stage == 3 and self.config["rollout"]["backend"] != "vllm":
+        if self.run.zero_stage == 3 and samples_from_trainer_model(self.config["rollout"]["backend"]):
             self.rollout_model = load_causal_lm(model_dir, device=self.device, dtype="float32")
             self.rollout_model.requires_grad_(False)
 

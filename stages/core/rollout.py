@@ -158,6 +158,20 @@ def _build_vllm(request: BackendRequest) -> RolloutBackend:
 
 
 BACKEND_BUILDERS: dict[str, Callable[[BackendRequest], RolloutBackend]] = {"hf": _build_hf, "vllm": _build_vllm}
+# Whether a backend samples from the trainer's model object (hf) or holds its own copy of the
+# weights (vLLM's engine). Under ZeRO-3 the trainer's model is sharded, so a backend that samples
+# from it needs a full replica to be handed in.
+SAMPLES_FROM_TRAINER_MODEL: dict[str, bool] = {"hf": True, "vllm": False}
+
+
+def samples_from_trainer_model(name: str) -> bool:
+    """True when backend ``name`` (``auto`` resolved) generates with the trainer's model object.
+
+    Example:
+        >>> samples_from_trainer_model("hf"), samples_from_trainer_model("vllm")
+        (True, False)
+    """
+    return SAMPLES_FROM_TRAINER_MODEL[resolve_backend_name(name)]
 
 
 def create_backend(name: str, request: BackendRequest) -> RolloutBackend:

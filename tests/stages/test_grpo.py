@@ -261,3 +261,5 @@ def test_the_trainer_has_no_branch_on_a_registered_name():
     source = inspect.getsource(grpo)
     names = r"(advantage_estimator|kl_mode|truncation|policy_loss|rollout_correction|backend_name|algo\.critic)"
     assert not re.search(names + r"\s*(==|!=|\bin\b)", source), "look the choice up in its registry instead"
+    # A backend's name read out of the config and compared is the same branch in another spelling.
+    assert not re.search(r"\[\"backend\"\]\s*(==|!=|\bin\b)", source), "ask stages.core.rollout's registry instead"
