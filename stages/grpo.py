@@ -31,8 +31,8 @@ from pipeline.code_deps import code_hash
 from pipeline.artifacts import atomic_directory, config_hash, file_hash, provenance, read_json, read_jsonl, write_json_atomic
 from pipeline.metrics import MetricsLogger
 from stages.core import algorithms as algos
-from stages.core.distributed import (DistributedRun, distributed_block, gather_groups, group_seeds, rank_groups,
-                                     run_stage_process, start_distributed)
+from stages.core.distributed import (DistributedRun, gather_groups, group_seeds, rank_groups,
+                                     run_stage_process, stage_ranks)
 from stages.core.guards import GuardStop, TrainingGuards
 from stages.core.microbatch import loss_normaliser, split_minibatch, trimmed_width
 from stages.core.modeling import (chunked_head_logprobs, completion_hidden_states, completion_logprobs, load_causal_lm,
@@ -992,12 +992,8 @@ def main(config: dict, inputs: dict, outputs: dict) -> None:
     random.seed(config["seed"])
     device = pick_device(config["device"])
     # A distributed block: this process is one rank of a DeepSpeed run (None: the one-process path).
-    run = start_distributed(distributed_block(config), str(device))
-    try:
+    with stage_ranks(config, device) as run:
         train_and_publish(config, inputs, outputs, run.device if run else device, run, started)
-    finally:
-        if run is not None:
-            run.close()
 
 
 def train_and_publish(config: dict, inputs: dict, outputs: dict, device, run: DistributedRun | None, started: float) -> None:

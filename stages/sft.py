@@ -16,7 +16,7 @@ import time
 import torch
 
 from pipeline.artifacts import atomic_directory, provenance, read_jsonl, write_json_atomic, write_jsonl_atomic
-from stages.core.distributed import DistributedRun, distributed_block, run_stage_process, start_distributed
+from stages.core.distributed import DistributedRun, run_stage_process, stage_ranks
 from stages.core.generators import COUNTDOWN_OPS, CountdownProblem, find_chain
 from stages.core.lm_training import cosine_lr, length_bucketed_batches, masked_lm_loss, num_loss_tokens, pad_batch
 from stages.core.memory_plan import check_stage_fits
@@ -177,12 +177,8 @@ def main(config: dict, inputs: dict, outputs: dict) -> None:
     torch.manual_seed(config["seed"])
     device = pick_device(config["device"])
     # A distributed block: this process is one rank of a DeepSpeed run (None: the one-process path).
-    run = start_distributed(distributed_block(config), str(device))
-    try:
+    with stage_ranks(config, device) as run:
         _train_and_publish(config, inputs, outputs, run.device if run else device, run, started)
-    finally:
-        if run is not None:
-            run.close()
 
 
 def _train_and_publish(config: dict, inputs: dict, outputs: dict, device, run: DistributedRun | None,

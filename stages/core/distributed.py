@@ -116,6 +116,23 @@ def check_promised_devices(visible_count: int, promised: str | None) -> None:
             f"(CUDA_VISIBLE_DEVICES={os.environ.get('CUDA_VISIBLE_DEVICES', 'unset')}); another job's devices would be shared")
 
 
+@contextlib.contextmanager
+def stage_ranks(config: dict, device: torch.device) -> Iterator["DistributedRun | None"]:
+    """The DeepSpeed run a stage's config asks for (None: the one-process path), torn down on exit.
+
+    Example:
+        >>> with stage_ranks({}, torch.device("cpu")) as run:
+        ...     run is None
+        True
+    """
+    run = start_distributed(distributed_block(config), str(device))
+    try:
+        yield run
+    finally:
+        if run is not None:
+            run.close()
+
+
 def start_distributed(block: Distributed, device_name: str) -> "DistributedRun | None":
     """Initialise the process group for ``block``; None when the block asks for no DeepSpeed.
 
