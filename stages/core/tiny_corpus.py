@@ -10,7 +10,7 @@ We make such a base on purpose: each Countdown problem is written out in one of 
   embedded default's style: its words are in no published marker list);
 - ``checking`` (the aha experiment's minority, pipeline/config/aha.yaml): open with "let me check", then try candidate chains in a
   fixed order (for ordered problems every clean chain, ``+`` before ``-``; otherwise distinct
-  random chains), compare each result with the target (" yes" / " no, retry") and stop at the
+  random chains), write each result beside the target and judge it (" vs 0 yes" / " vs 0 no, retry"), stopping at the
   first hit (at most ``max_attempts`` tries). "check" and "retry" are reflection markers of the
   published lists (stages/core/reflection.py), so GRPO's reflection rate counts these traces.
   Long, and right whenever the model's per-step arithmetic is;
@@ -47,6 +47,10 @@ STYLES = ("careful", "checking", "guess", "malformed", "drill")
 CHECK_OPENER = "let me check\n"
 VERDICT_HIT = " yes"
 VERDICT_MISS = " no, retry"
+# Each checked line writes the target beside its result ("...=15 vs 15 yes"): the verdict is then
+# a comparison of two adjacent numbers. Without it the tiny base had to match its result against
+# the prompt's target from afar, and its verdicts were near chance even with 95%-right arithmetic.
+COMPARE_WORD = " vs "
 # Ordered problems list all their clean chains as candidates: at most (2 * len(ops)) ** 2 for three numbers.
 MAX_ENUMERATED_NUMBERS = 4
 
@@ -146,18 +150,20 @@ def _distinct_random_chains(rng: random.Random, problem: CountdownProblem, count
 
 def checking_completion(rng: random.Random, problem: CountdownProblem, *, max_attempts: int, ordered: bool = False,
                         ops: str = COUNTDOWN_OPS) -> str:
-    """The checking style: "let me check", then one line per candidate with its verdict, then the answer.
+    """The checking style: "let me check", then one line per candidate (its result beside the target,
+    and the verdict), then the answer.
 
     Example:
         >>> from stages.core.generators import random_countdown_problem
         >>> problem = random_countdown_problem(random.Random(1), ops="+-", ordered=True)
         >>> print(checking_completion(random.Random(0), problem, max_attempts=4, ordered=True, ops="+-"))
         let me check
-        3+2=5,5+5=10 no, retry
-        3+2=5,5-5=0 yes</think><answer>(3+2)-5</answer>
+        3+2=5,5+5=10 vs 0 no, retry
+        3+2=5,5-5=0 vs 0 yes</think><answer>(3+2)-5</answer>
     """
     tried = check_candidates(rng, problem, max_attempts=max_attempts, ordered=ordered, ops=ops)
-    lines = [f"{chain.trace()}{VERDICT_HIT if hits_target(chain, problem.target) else VERDICT_MISS}" for chain in tried]
+    lines = [f"{chain.trace()}{COMPARE_WORD}{problem.target}{VERDICT_HIT if hits_target(chain, problem.target) else VERDICT_MISS}"
+             for chain in tried]
     # Out of attempts without a hit: answer the last try (wrong, as a real search that gives up would be).
     return CHECK_OPENER + "\n".join(lines) + f"</think><answer>{tried[-1].expression()}</answer>"
 
