@@ -452,16 +452,18 @@ def curve_table(curves: dict[str, list[plots.EvalPoint]]) -> tuple[list[str], li
     return header, rows
 
 
+def training_order(scores: dict) -> tuple:
+    """Sort key of scores: base, sft, snapshots by step, then the final policies."""
+    is_step = scores.get("step") is not None
+    rank = 2 if is_step else policy_sort_key(scores["policy"])[0] + (0 if scores["policy"] in ("base", "sft") else 3)
+    return rank, scores.get("step") or 0, scores["policy"], scores["bench"]
+
+
 def reflection_table(score_list: Sequence[dict]) -> tuple[list[str], list[list[str]]]:
     """Per policy or checkpoint (step_NNNNNN, in step order) and bench: reflection rate and
     think/answer length (characters) by outcome."""
     header = ["policy", "bench", "outcome", "responses", "reflection rate", "think chars", "answer chars"]
     rows = []
-    def training_order(scores: dict) -> tuple:  # base, sft, snapshots by step, then the final policies
-        is_step = scores.get("step") is not None
-        rank = 2 if is_step else policy_sort_key(scores["policy"])[0] + (0 if scores["policy"] in ("base", "sft") else 3)
-        return rank, scores.get("step") or 0, scores["policy"], scores["bench"]
-
     for scores in sorted(score_list, key=training_order):
         for outcome, group in (scores.get("reflection") or {}).items():
             if isinstance(group, dict) and "num" in group:
@@ -502,21 +504,54 @@ def base_probes(score_list: Sequence[dict]) -> list[tuple[str, dict]]:
     """(bench, base probe) for each Countdown bench the base was evaluated on: checking vs guessing
     pass@1 and per-step arithmetic accuracy of its evaluation samples (stages/core/base_probe.py),
     read from the samples and data files its scores.json lists as inputs; none when they are gone."""
+    return [(bench, probe) for bench, _, probe in policy_probes([s for s in score_list if s.get("policy") == "base"])]
+
+
+def policy_probes(score_list: Sequence[dict]) -> list[tuple[str, str, dict]]:
+    """(bench, policy label, probe) for every evaluated policy or snapshot (``step_NNNNNN``) of a
+    Countdown bench whose samples and data files (its scores.json's inputs) still exist."""
     from stages.core.base_probe import probe_eval_samples
 
     probes = []
     for scores in score_list:
         inputs = (scores.get("meta") or {}).get("inputs") or {}
         samples, data = list(inputs.get("samples") or {}), list(inputs.get("data") or {})
-        if scores.get("policy") != "base" or len(samples) != 1 or len(data) != 1:
+        if len(samples) != 1 or len(data) != 1:
             continue
         if not (Path(samples[0]).is_file() and Path(data[0]).is_file()):
-            LOG.warning("base probe skipped for %s: %s or %s is missing", scores.get("bench"), samples[0], data[0])
+            LOG.warning("probe skipped for %s %s: %s or %s is missing", scores.get("policy"), scores.get("bench"),
+                        samples[0], data[0])
             continue
         probe = probe_eval_samples(_jsonl(samples[0]), _jsonl(data[0]))
         if probe is not None:
-            probes.append((str(scores.get("bench")), probe))
+            probes.append((str(scores.get("bench")), str(scores.get("policy")), probe))
     return probes
+
+
+def check_quality_table(probes: Sequence[tuple[str, str, dict]]) -> tuple[list[str], list[list[str]]]:
+    """One row per policy: how much it checks, and whether its written checks still do work."""
+    header = ["policy", "bench", "completions", "checking share", "pass@1 checking", "pass@1 guessing",
+              "written steps right", "verdicts consistent"]
+    rows = [[policy, bench, str(probe["num_completions"]), fmt_fraction(probe["checking_rate"]),
+             fmt_fraction(probe["checking"]["pass@1"]), fmt_fraction(probe["guessing"]["pass@1"]),
+             fmt_fraction(probe["step_accuracy"]), fmt_fraction(probe.get("verdict_consistency"))]
+            for bench, policy, probe in probes]
+    return header, rows
+
+
+def check_quality_blocks(score_list: Sequence[dict]) -> list[Block]:
+    """The "are the checks real?" section over the base, every snapshot and the final policy."""
+    probes = policy_probes(sorted(score_list, key=training_order))
+    if not probes:
+        return []
+    return [Block("heading2", "Are the checks real?"),
+            Block("paragraph", "A rising reflection rate shows that the policy writes checks, not that they work. "
+                               "Per evaluated policy: the share of `a op b = c` steps it writes that are right, and "
+                               "the share of its written \"R vs T yes/no\" verdicts that follow the numbers. When RL "
+                               "keeps the checking words but these fall, the checks have become decoration: the "
+                               "answer is found some other way (the superficial self-reflection of "
+                               "understand-r1-zero)."),
+            table_block(*check_quality_table(probes))]
 
 
 def _jsonl(path: str | Path) -> list[dict]:
@@ -622,6 +657,7 @@ def report_blocks(cfg: ReportConfig, title: str, data: ReportInputs) -> list[Blo
                Block("heading2", "Reflection (\"aha\") by outcome"),
                Block("table", header=reflection_table([*data.scores, *data.step_scores])[0],
                      rows=reflection_table([*data.scores, *data.step_scores])[1]),
+               *check_quality_blocks([*data.scores, *data.step_scores]),
                Block("heading2", "Example completions (training rollouts, first and last archived step)"),
                *example_blocks(data.rollouts),
                Block("heading2", "Training (GRPO)"),

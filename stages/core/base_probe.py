@@ -31,6 +31,9 @@ from stages.core.reflection import UNION, has_reflection, split_think_answer
 STEP_PATTERN = re.compile(r"(\d+)\s*([-+*/])\s*(\d+)\s*=\s*(-?\d+(?:/\d+)?)")
 # An attempt compared with the target and judged: the line (or the text) ends in "yes" or "no".
 VERDICT_PATTERN = re.compile(r"\b(?:yes|no)\s*(?:$|\n|</think>)", re.I)
+# A written comparison and its verdict, as the checking traces write them: "=15 vs 15 yes",
+# "=10 vs 15 no, retry". The verdict is consistent when it says yes exactly when the two agree.
+JUDGED_PATTERN = re.compile(r"=\s*(-?\d+)\s+vs\s+(-?\d+)\s+(yes|no)\b", re.I)
 
 
 def arithmetic_steps(text: str) -> list[tuple[int, str, int, Fraction]]:
@@ -56,6 +59,19 @@ def step_is_right(left: int, op: str, right: int, claimed: Fraction) -> bool:
     return (Fraction(left, right) if op == "/" else Fraction(value)) == claimed
 
 
+def judged_comparisons(text: str) -> list[bool]:
+    """For each written "R vs T yes/no", whether the verdict matches the comparison.
+
+    A check only does work when its verdict follows the numbers it wrote; a policy that learned
+    to write "yes" whatever the numbers keeps the look of checking without the substance.
+
+    Example:
+        >>> judged_comparisons("5+3=8,8+2=10 vs 4 no, retry\\n5-3=2,2+2=4 vs 4 yes\\n1+1=3 vs 4 yes")
+        [True, True, False]
+    """
+    return [(result == target) == (verdict.lower() == "yes") for result, target, verdict in JUDGED_PATTERN.findall(text or "")]
+
+
 def is_checking(text: str, list_name: str = UNION) -> bool:
     """A completion checks when its reasoning holds a reflection marker or a yes/no verdict.
 
@@ -74,10 +90,12 @@ def _class_summary(correct: Sequence[bool]) -> dict:
 
 
 def probe_summary(texts: Sequence[str], correct: Sequence[bool], list_name: str = UNION) -> dict:
-    """pass@1 of checking vs guessing completions, the checking share, and per-step arithmetic accuracy.
+    """pass@1 of checking vs guessing completions, the checking share, per-step arithmetic accuracy
+    and verdict consistency (``judged_comparisons``).
 
     ``correct``: each completion's verdict (the task reward). Empty classes give ``pass@1`` None;
-    no arithmetic step at all gives ``step_accuracy`` None.
+    no arithmetic step at all gives ``step_accuracy`` None, no written "R vs T yes/no" gives
+    ``verdict_consistency`` None.
 
     Example:
         >>> probe_summary(["1+1=2 wait</think>", "1+1=3</think>"], [True, False])["checking_rate"]
@@ -86,8 +104,10 @@ def probe_summary(texts: Sequence[str], correct: Sequence[bool], list_name: str 
     if len(texts) != len(correct):
         raise ValueError(f"probe_summary: {len(texts)} texts but {len(correct)} verdicts")
     checking = [is_checking(text, list_name) for text in texts]
-    steps = [step for text in texts for step in arithmetic_steps(split_think_answer(text)[0] or text)]
+    reasoning = [split_think_answer(text)[0] or text for text in texts]
+    steps = [step for text in reasoning for step in arithmetic_steps(text)]
     right = sum(step_is_right(*step) for step in steps)
+    verdicts = [consistent for text in reasoning for consistent in judged_comparisons(text)]
     return {
         "num_completions": len(texts),
         "pass@1": sum(map(bool, correct)) / len(texts) if texts else None,
@@ -96,6 +116,8 @@ def probe_summary(texts: Sequence[str], correct: Sequence[bool], list_name: str 
         "guessing": _class_summary([c for c, flag in zip(correct, checking) if not flag]),
         "num_steps": len(steps),
         "step_accuracy": right / len(steps) if steps else None,
+        "num_verdicts": len(verdicts),
+        "verdict_consistency": sum(verdicts) / len(verdicts) if verdicts else None,
         "marker_list": list_name,
     }
 

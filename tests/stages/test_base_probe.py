@@ -187,3 +187,43 @@ def test_plot_aha_curves_draws_seeds_held_out_points_and_empty_panels(tmp_path):
     path = tmp_path / "aha.png"
     plots.plot_aha_curves(path, runs, title="t", held_out=held_out)  # no reflection series anywhere: a "no data" panel
     assert path.read_bytes()[:4] == b"\x89PNG" and path.stat().st_size > 10_000
+
+
+def test_judged_comparisons_follow_the_written_numbers_not_the_answer():
+    from stages.core.base_probe import judged_comparisons
+
+    genuine = "let me check\n5+3=8,8+2=10 vs 4 no, retry\n5-3=2,2+2=4 vs 4 yes"
+    decorative = "let me check\n2+1=4,4+8=13 vs 11 yes"  # says yes to 13 vs 11: the look of a check
+    assert judged_comparisons(genuine) == [True, True]
+    assert judged_comparisons(decorative) == [False]
+    assert judged_comparisons("15 vs 15 no") == []  # no written result: nothing judged
+    summary = probe_summary([genuine, decorative, "1+1=2</think>"], [True, True, False])
+    assert summary["num_verdicts"] == 3 and summary["verdict_consistency"] == pytest.approx(2 / 3)
+    assert probe_summary(["1+1=2</think>"], [True])["verdict_consistency"] is None
+
+
+def test_report_flags_checks_that_became_decoration(tmp_path):
+    """Base checks that work, a snapshot whose checks keep the words but not the arithmetic."""
+    from stages import report
+
+    data = [{"id": "q1", "task": "countdown", "meta": {"numbers": [2, 1, 8], "target": 11}}]
+    files = {"base": ["let me check\n2+1=3,3+8=11 vs 11 yes</think><answer>(2+1)+8</answer>",
+                      "2+1=3,3-8=5</think><answer>(2+1)-8</answer>"],
+             "step_000040": ["let me check\n2+1=4,4+8=13 vs 11 yes</think><answer>(2+1)+8</answer>",
+                             "let me check\n2+1=2,2+8=12 vs 11 yes</think><answer>(2+1)+8</answer>"]}
+    (tmp_path / "test.jsonl").write_text(json.dumps(data[0]) + "\n")
+    scores = []
+    for policy, completions in files.items():
+        path = tmp_path / f"{policy}.jsonl"
+        path.write_text("".join(json.dumps({"prompt_id": "q1", "completion": c}) + "\n" for c in completions))
+        scores.append({"policy": policy, "bench": "countdown", "step": 40 if policy != "base" else None,
+                       "meta": {"inputs": {"samples": {str(path): "h"}, "data": {str(tmp_path / "test.jsonl"): "h"}}}})
+    blocks = report.check_quality_blocks(list(reversed(scores)))  # any input order: rows in training order
+    header, rows = blocks[-1].header, blocks[-1].rows
+    by_policy = {row[0]: dict(zip(header, row)) for row in rows}
+    assert [row[0] for row in rows] == ["base", "step_000040"]
+    assert by_policy["base"]["written steps right"] == "0.750" and by_policy["base"]["verdicts consistent"] == "1.000"
+    assert by_policy["step_000040"]["checking share"] == "1.000"
+    assert by_policy["step_000040"]["pass@1 checking"] == "1.000"  # every answer is right ...
+    assert by_policy["step_000040"]["verdicts consistent"] == "0.000"  # ... and no verdict follows its numbers
+    assert by_policy["step_000040"]["written steps right"] == "0.000"
