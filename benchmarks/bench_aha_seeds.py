@@ -52,7 +52,8 @@ AHA_CONFIG = REPO_ROOT / "pipeline" / "config" / "aha.yaml"
 
 def run_workflow(results_dir: Path, seeds: list[int], cores: int, experiment: Path = AHA_CONFIG) -> float:
     """Snakemake on ``experiment`` (layered onto the default) with ``r1zero`` seeded; returns the wall time in seconds."""
-    config_path = results_dir.parent / "bench_aha.yaml"
+    # Inside the results directory, so that two runs in sibling directories never share it.
+    config_path = results_dir / "bench_aha.yaml"
     config_path.parent.mkdir(parents=True, exist_ok=True)
     config_path.write_text(json.dumps({"results_dir": str(results_dir), "runs": {RUN: {"seeds": seeds}}}))
     started = time.time()

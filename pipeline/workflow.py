@@ -16,7 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pipeline.code_deps import module_files
-from pipeline.config import DEFAULT_CONFIG, Config, layered_config, snapshot_text, stage_snapshots, validate_config
+from pipeline.config import (DEFAULT_CONFIG, Config, layered_config, snapshot_text, stage_snapshots, validate_config,
+                             write_snapshot)
 
 
 # kind -> (mem_mb, runtime in minutes) at the embedded default's scale (measured peaks are
@@ -24,6 +25,23 @@ from pipeline.config import DEFAULT_CONFIG, Config, layered_config, snapshot_tex
 STAGE_RESOURCES = {"light": (1000, 30), "base_model": (4000, 120), "sft": (4000, 120), "grpo": (8000, 24 * 60),
                    "evaluate": (4000, 120)}
 HUB_MODEL_MEM_MB = 64000  # a hub model's host-side peak (loading, saving); the memory plan covers the GPU
+
+
+def is_dry_run(argv: list[str]) -> bool:
+    """Whether a Snakemake command line asks for a dry run (``-n``, ``-np``, ``--dry-run``, ``--dryrun``).
+
+    Snakemake only knows this after parsing the Snakefile (``workflow.dryrun`` is still False
+    there), so the Snakefile reads its own command line.
+
+    >>> is_dry_run(["snakemake", "-np", "--cores", "2"]), is_dry_run(["snakemake", "--cores", "2"])
+    (True, False)
+    """
+    for arg in argv[1:]:
+        if arg in ("--dry-run", "--dryrun"):
+            return True
+        if re.fullmatch(r"-[a-zA-Z]+", arg) and "n" in arg:  # lowercase n is only the dry-run flag
+            return True
+    return False
 
 
 @dataclass(frozen=True)
@@ -111,6 +129,29 @@ class Workflow:
     def snapshots(self) -> dict[str, str]:
         """Stage key -> the JSON text of its snapshot (what the stage reads, nothing else)."""
         return {key: snapshot_text(snap) for key, snap in stage_snapshots(self.cfg).items()}
+
+    def stale_snapshots(self) -> list[str]:
+        """Keys whose snapshot file exists but holds other text than the config gives now.
+
+        Snakemake's "params" rerun trigger sees such a change only where its .snakemake/metadata
+        has a record of the file. A results directory copied elsewhere, or a deleted .snakemake,
+        has none, and the changed config then reruns nothing: stages silently keep the old
+        settings. The Snakefile rewrites these files before the DAG is built (``sync_stale_snapshots``),
+        so their newer mtime reruns every job that reads them.
+        """
+        stale = []
+        for key, text in self.snapshots.items():
+            path = Path(self.paths.config_snapshot(key))
+            if path.is_file() and path.read_text() != text:
+                stale.append(key)
+        return stale
+
+    def sync_stale_snapshots(self) -> list[str]:
+        """Rewrite the ``stale_snapshots`` with the config's text; returns their keys."""
+        stale = self.stale_snapshots()
+        for key in stale:
+            write_snapshot(self.paths.config_snapshot(key), self.snapshots[key])
+        return stale
 
     @staticmethod
     def stage_code(module: str) -> list[str]:

@@ -4,7 +4,7 @@ from pathlib import Path
 sys.path.insert(0, workflow.basedir)  # the pipeline package, also when not pip-installed
 
 from pipeline.config import ConfigError, write_snapshot
-from pipeline.workflow import Workflow, wildcard_pattern
+from pipeline.workflow import Workflow, is_dry_run, wildcard_pattern
 
 try:
     # Validates before any job runs; a bad key stops here and nothing is written.
@@ -18,6 +18,14 @@ if W.missing_inputs():
     # A hub model or dataset that no job could read stops the workflow here, before any job.
     sys.stderr.write("\n" + "\n".join(W.missing_inputs()) + "\n\n")
     raise SystemExit(1)
+if is_dry_run(sys.argv):
+    for key in W.stale_snapshots():
+        sys.stderr.write(f"config changed for {key}: a real run rewrites its snapshot and reruns what reads it\n")
+else:
+    # Rewritten before the DAG is built, so the rerun never depends on Snakemake's metadata
+    # records (a copied results directory has none; see Workflow.stale_snapshots).
+    for key in W.sync_stale_snapshots():
+        sys.stderr.write(f"config changed for {key}: snapshot rewritten, what reads it reruns\n")
 # Rules run `python` from the environment the user activated (where `pip install -e .` put the
 # dependencies); with --software-deployment-method conda, Snakemake builds this env instead.
 CONDA_ENV = "../envs/r1zero.yaml"
