@@ -507,9 +507,10 @@ def base_probes(score_list: Sequence[dict]) -> list[tuple[str, dict]]:
     return [(bench, probe) for bench, _, probe in policy_probes([s for s in score_list if s.get("policy") == "base"])]
 
 
-def policy_probes(score_list: Sequence[dict]) -> list[tuple[str, str, dict]]:
+def policy_probes(score_list: Sequence[dict], label_runs: bool = False) -> list[tuple[str, str, dict]]:
     """(bench, policy label, probe) for every evaluated policy or snapshot (``step_NNNNNN``) of a
-    Countdown bench whose samples and data files (its scores.json's inputs) still exist."""
+    Countdown bench whose samples and data files (its scores.json's inputs) still exist; with
+    ``label_runs`` (a seeded report) the label names the seed run too."""
     from stages.core.base_probe import probe_eval_samples
 
     probes = []
@@ -524,7 +525,10 @@ def policy_probes(score_list: Sequence[dict]) -> list[tuple[str, str, dict]]:
             continue
         probe = probe_eval_samples(_jsonl(samples[0]), _jsonl(data[0]))
         if probe is not None:
-            probes.append((str(scores.get("bench")), str(scores.get("policy")), probe))
+            label = str(scores.get("policy"))
+            if label_runs and scores.get("run") and scores.get("policy") != "base":
+                label = f"{scores['run']}: {label}"
+            probes.append((str(scores.get("bench")), label, probe))
     return probes
 
 
@@ -539,9 +543,11 @@ def check_quality_table(probes: Sequence[tuple[str, str, dict]]) -> tuple[list[s
     return header, rows
 
 
-def check_quality_blocks(score_list: Sequence[dict]) -> list[Block]:
+def check_quality_blocks(score_list: Sequence[dict], label_runs: bool = False) -> list[Block]:
     """The "are the checks real?" section over the base, every snapshot and the final policy."""
-    probes = policy_probes(sorted(score_list, key=training_order))
+    ordered = sorted(score_list, key=lambda scores: (str(scores.get("run") if label_runs and scores.get("policy") != "base" else ""),
+                                                      *training_order(scores)))
+    probes = policy_probes(ordered, label_runs)
     if not probes:
         return []
     return [Block("heading2", "Are the checks real?"),
@@ -865,6 +871,7 @@ def seed_report_blocks(cfg: ReportConfig, title: str, data: SeedReportInputs) ->
     else:
         blocks.append(Block("paragraph", "No evaluation scores were given."))
     blocks += [*base_probe_blocks(data.scores),
+               *check_quality_blocks([*data.scores, *data.step_scores], label_runs=True),
                Block("heading2", "Training curves across seeds"),
                Block("paragraph", f"Mean over seeds at each step, shaded with a Student-t {level:.0%} interval of that "
                                   "mean across seeds (wide with two or three seeds: that is the honest width)."),

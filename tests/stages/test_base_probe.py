@@ -227,3 +227,17 @@ def test_report_flags_checks_that_became_decoration(tmp_path):
     assert by_policy["step_000040"]["pass@1 checking"] == "1.000"  # every answer is right ...
     assert by_policy["step_000040"]["verdicts consistent"] == "0.000"  # ... and no verdict follows its numbers
     assert by_policy["step_000040"]["written steps right"] == "0.000"
+
+
+def test_seeded_report_labels_each_seed_run_and_keeps_the_base_once(tmp_path):
+    from stages import report
+
+    (tmp_path / "test.jsonl").write_text(json.dumps({"id": "q1", "task": "countdown",
+                                                     "meta": {"numbers": [2, 1, 8], "target": 11}}) + "\n")
+    (tmp_path / "s.jsonl").write_text(json.dumps({"prompt_id": "q1", "completion": "2+1=3,3+8=11</think><answer>(2+1)+8</answer>"}) + "\n")
+    inputs = {"samples": {str(tmp_path / "s.jsonl"): "h"}, "data": {str(tmp_path / "test.jsonl"): "h"}}
+    scores = [{"run": run, "policy": policy, "bench": "countdown", "step": None, "meta": {"inputs": inputs}}
+              for run, policy in [("r1zero-seed1", "grpo"), ("base", "base"), ("r1zero-seed0", "grpo")]]
+    rows = report.check_quality_blocks(scores, label_runs=True)[-1].rows
+    assert [row[0] for row in rows] == ["base", "r1zero-seed0: grpo", "r1zero-seed1: grpo"]
+    assert [row[0] for row in report.check_quality_blocks(scores)[-1].rows] == ["base", "grpo", "grpo"]
