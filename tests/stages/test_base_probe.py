@@ -241,3 +241,16 @@ def test_seeded_report_labels_each_seed_run_and_keeps_the_base_once(tmp_path):
     rows = report.check_quality_blocks(scores, label_runs=True)[-1].rows
     assert [row[0] for row in rows] == ["base", "r1zero-seed0: grpo", "r1zero-seed1: grpo"]
     assert [row[0] for row in report.check_quality_blocks(scores)[-1].rows] == ["base", "grpo", "grpo"]
+
+
+def test_probe_of_a_mixed_bench_checks_its_countdown_rows_and_refuses_unknown_ids():
+    from stages.core.base_probe import probe_eval_samples
+
+    rows = [{"id": "c", "task": "countdown", "meta": {"numbers": [1, 2, 3], "target": 6}},
+            {"id": "m", "task": "math", "meta": {}}]
+    samples = [{"prompt_id": "c", "completion": "1+2=3,3+3=6</think><answer>(1+2)+3</answer>"},
+               {"prompt_id": "m", "completion": "2+2=5</think><answer>5</answer>"}]
+    summary = probe_eval_samples(samples, rows)
+    assert summary["num_completions"] == 1 and summary["step_accuracy"] == 1.0  # the math row's "2+2=5" is not counted
+    with pytest.raises(ValueError, match="sample 0: prompt_id 'x' is no row of the data"):
+        probe_eval_samples([{"prompt_id": "x", "completion": ""}], rows)
