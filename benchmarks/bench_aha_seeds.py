@@ -1,8 +1,8 @@
-"""The aha curve over seeds: does `r1zero` on the aha experiment's base (pipeline/config/aha.yaml,
-layered onto the embedded default) raise held-out accuracy, response length and reflection rate
-together, for every seed?
+"""The aha curve over seeds: does the embedded default's `r1zero` (pipeline/config/default.yaml,
+or an experiment layered onto it with --experiment) raise held-out accuracy, response length and
+reflection rate together, for every seed?
 
-Runs the experiment's `r1zero` path (data, tiny base, GRPO per seed, held-out evaluation
+Runs the `r1zero` path (data, tiny base, GRPO per seed, held-out evaluation
 of the base, the snapshots and the final policy, the seeded report) with Snakemake in its own
 results directory, then prints issue 14's three "done when" quantities for each seed:
 
@@ -47,17 +47,16 @@ MIN_LENGTH_RATIO = 1.3
 MIN_REFLECTION_RATIO = 2.0
 
 
-AHA_CONFIG = REPO_ROOT / "pipeline" / "config" / "aha.yaml"
-
-
-def run_workflow(results_dir: Path, seeds: list[int], cores: int, experiment: Path = AHA_CONFIG) -> float:
-    """Snakemake on ``experiment`` (layered onto the default) with ``r1zero`` seeded; returns the wall time in seconds."""
+def run_workflow(results_dir: Path, seeds: list[int], cores: int, experiment: Path | None = None) -> float:
+    """Snakemake on the default (with ``experiment`` layered on, if given) with ``r1zero`` seeded;
+    returns the wall time in seconds."""
     # Inside the results directory, so that two runs in sibling directories never share it.
     config_path = results_dir / "bench_aha.yaml"
     config_path.parent.mkdir(parents=True, exist_ok=True)
     config_path.write_text(json.dumps({"results_dir": str(results_dir), "runs": {RUN: {"seeds": seeds}}}))
     started = time.time()
-    subprocess.run(["snakemake", str(results_dir / RUN / "report"), "--cores", str(cores), "--configfile", str(experiment), str(config_path)],
+    config_files = ([str(experiment)] if experiment else []) + [str(config_path)]
+    subprocess.run(["snakemake", str(results_dir / RUN / "report"), "--cores", str(cores), "--configfile", *config_files],
                    cwd=REPO_ROOT, check=True)
     return time.time() - started
 
@@ -142,8 +141,8 @@ def main() -> None:
     parser.add_argument("--seeds", default="0,1", help="comma-separated GRPO seeds (default 0,1)")
     parser.add_argument("--results-dir", type=Path, default=Path("/tmp/bench_aha/results"))
     parser.add_argument("--cores", type=int, default=2)
-    parser.add_argument("--experiment", type=Path, default=AHA_CONFIG,
-                        help="the config layered onto default.yaml (default: pipeline/config/aha.yaml)")
+    parser.add_argument("--experiment", type=Path, default=None,
+                        help="a config layered onto default.yaml (default: none, the embedded default itself)")
     parser.add_argument("--analyse-only", action="store_true", help="read an existing results directory, run nothing")
     parser.add_argument("--plot", type=Path, default=REPO_ROOT / "docs" / "img" / "aha_curves.png")
     args = parser.parse_args()

@@ -20,7 +20,11 @@ What the table shows, per trainer and seed:
 
 TRL differences that do not change the work: TRL has no stop strings for the transformers
 generate path; the tiny base ends a completion with EOS right after ``</answer>``, so the
-project's ``</answer>`` stop changes (almost) nothing. TRL draws its own prompt order.
+project's ``</answer>`` stop changes (almost) nothing.
+
+Both trainers see the same prompts in the same order: TRL gets the training rows laid out in the
+project's epoch-shuffled order for that seed (``stages.grpo.PromptStream``) with its own shuffle
+off, so a seed pairs two runs on identical prompt batches and differs only in the samples drawn.
 
 TRL is installed only through the ``bench`` extra: ``pip install -e ".[bench]"``.
 
@@ -225,7 +229,16 @@ def trl_config(work: dict, seed: int, out_dir: Path):
         beta=algorithm["kl_coef"], loss_type="dapo", scale_rewards="group", epsilon=algorithm["clip_eps_low"],
         epsilon_high=algorithm["clip_eps_high"], num_iterations=algorithm["num_epochs"],
         gradient_checkpointing=grpo["gradient_checkpointing"], logging_steps=1, save_strategy="no",
-        disable_tqdm=True, dataloader_num_workers=0, log_completions=False)
+        disable_tqdm=True, dataloader_num_workers=0, log_completions=False,
+        shuffle_dataset=False)  # the rows come in the project's order (same_prompt_order)
+
+
+def same_prompt_order(rows: list[dict], grpo: dict, seed: int) -> list[int]:
+    """The row indices the project's GRPO stage trains on with this seed, step after step (its
+    ``PromptStream``): TRL reads them in this order with its shuffle off."""
+    from stages.grpo import PromptStream
+
+    return PromptStream(len(rows), seed).take(grpo["steps"] * grpo["prompts_per_step"])
 
 
 def train_trl(work: dict, seed: int, out_dir: Path) -> dict:
@@ -241,7 +254,7 @@ def train_trl(work: dict, seed: int, out_dir: Path) -> dict:
     clock = PhaseClock(grpo["device"])
     started = clock.now()
     rows = read_jsonl(work["train"])
-    dataset = Dataset.from_list([{"prompt": r["prompt"], "row": json.dumps(r)} for r in rows])
+    dataset = Dataset.from_list([{"prompt": rows[i]["prompt"], "row": json.dumps(rows[i])} for i in same_prompt_order(rows, grpo, seed)])
     model = AutoModelForCausalLM.from_pretrained(work["base"], dtype=torch.float32)
     tokenizer = AutoTokenizer.from_pretrained(work["base"])
     trainer = GRPOTrainer(model=model, reward_funcs=trl_reward_function(grpo["rewards"]),

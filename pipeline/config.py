@@ -155,10 +155,14 @@ class SFTConfig(Strict):
     """Cold-start SFT: loss on completion tokens only."""
 
     source: Literal["tiny_traces", "files"] = "tiny_traces"
-    dataset: str | None = None  # tiny_traces: a countdown dataset whose train prompts get careful traces
+    dataset: str | None = None  # tiny_traces: a countdown dataset whose train prompts get traces
     path: str | None = None  # files: JSONL with prompt/completion fields
     num_examples: int = Field(400, ge=1)
-    hint_prob: float = Field(0.8, ge=0, le=1)
+    # tiny_traces: the trace style (stages/core/tiny_corpus.py). "checking" is the tiny base's
+    # reflecting style ("let me check", each candidate against the target, "no, retry");
+    # "careful" proposes attempts with a hint and checks them with a bare yes/no.
+    trace_style: Literal["careful", "checking"] = "careful"
+    hint_prob: float = Field(0.8, ge=0, le=1)  # careful: share of proposals that are the solution
     epochs: int = Field(2, ge=1)
     batch_size: int = Field(32, ge=1)  # sequences per optimiser step
     # Sequences per forward/backward; gradients accumulate over batch_size / micro_batch_size passes

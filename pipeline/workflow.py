@@ -27,19 +27,26 @@ STAGE_RESOURCES = {"light": (1000, 30), "base_model": (4000, 120), "sft": (4000,
 HUB_MODEL_MEM_MB = 64000  # a hub model's host-side peak (loading, saving); the memory plan covers the GPU
 
 
+# Snakemake options that inspect the workflow and run no job (they may carry "=value").
+INSPECTING_OPTIONS = ("--dry-run", "--dryrun", "--lint", "--list", "--list-rules", "--summary", "--detailed-summary",
+                      "--dag", "--d3dag", "--rulegraph", "--filegraph", "--list-changes", "--lc", "--report")
+
+
 def is_dry_run(argv: list[str]) -> bool:
-    """Whether a Snakemake command line asks for a dry run (``-n``, ``-np``, ``--dry-run``, ``--dryrun``).
+    """Whether a Snakemake command line runs no job: a dry run (``-n``, ``-np``, ``--dry-run``)
+    or an inspection (``--lint``, ``--list-rules``/``-l``, ``--summary``/``-S``, ``--dag``, ``--report``...).
 
     Snakemake only knows this after parsing the Snakefile (``workflow.dryrun`` is still False
-    there), so the Snakefile reads its own command line.
+    there), so the Snakefile reads its own command line and writes nothing on such a call.
 
-    >>> is_dry_run(["snakemake", "-np", "--cores", "2"]), is_dry_run(["snakemake", "--cores", "2"])
-    (True, False)
+    >>> is_dry_run(["snakemake", "-np", "--cores", "2"]), is_dry_run(["snakemake", "--lint"]), is_dry_run(["snakemake", "--cores", "2"])
+    (True, True, False)
     """
     for arg in argv[1:]:
-        if arg in ("--dry-run", "--dryrun"):
+        if arg.split("=", 1)[0] in INSPECTING_OPTIONS:
             return True
-        if re.fullmatch(r"-[a-zA-Z]+", arg) and "n" in arg:  # lowercase n is only the dry-run flag
+        # Short flags, possibly combined: -n is the dry run, -l lists rules, -S and -D summarise.
+        if re.fullmatch(r"-[a-zA-Z]+", arg) and set(arg[1:]) & set("nlSD"):
             return True
     return False
 

@@ -1,8 +1,9 @@
 """Stage: cold-start SFT on chain-of-thought traces (DeepSeek-R1's cold start), loss on completion tokens only.
 
-Sources: ``tiny_traces`` writes careful, checked Countdown traces for train prompts (the
-tiny default's stand-in for R1's curated long-CoT set); ``files`` reads JSONL rows with
-``prompt`` and ``completion``.
+Sources: ``tiny_traces`` writes checked Countdown traces for train prompts, in the tiny corpus's
+``checking`` or ``careful`` style (``trace_style``), keeping those whose answer the countdown
+verifier accepts (the tiny default's stand-in for R1's curated long-CoT set); ``files`` reads
+JSONL rows with ``prompt`` and ``completion``.
 
     python -m stages.sft --config results/.config/runs/coldstart/sft.json --input model=results/models/tiny/model \\
         --input data=results/data/countdown/train.jsonl --output model=results/coldstart/sft/model
@@ -24,13 +25,27 @@ from stages.core.modeling import load_causal_lm, load_tokenizer, pick_device, se
 from stages.core.precision import MixedPrecision
 from stages.core.prompting import render_prompt
 from stages.core.tiny_corpus import countdown_completion
+from verifiers.countdown import countdown_reward
 
 log = logging.getLogger("r1zero.sft")
+# Attempts a tiny trace may take before it gives up: enough that a careful search (hint 0.8)
+# practically always hits, and every clean chain of an ordered three-number problem fits.
+TRACE_MAX_ATTEMPTS = 20
 
 
 def tiny_trace_pairs(rows: list[dict], config: dict) -> list[tuple[dict, str]]:
-    """(row, completion) pairs: careful, checked traces that end in a correct answer."""
+    """(row, completion) pairs in ``config["trace_style"]``, kept only when the project's countdown
+    verifier scores the trace's answer right: the cold start imitates successful searches only.
+
+    Example:
+        >>> from stages.core.generators import countdown_rows
+        >>> rows = countdown_rows(3, seed=0, num_numbers=3, max_number=9, ops="+-", ordered=True)
+        >>> config = {"seed": 0, "num_examples": 2, "trace_style": "checking", "hint_prob": 0.8}
+        >>> [completion.splitlines()[0] for _, completion in tiny_trace_pairs(rows, config)]
+        ['let me check', 'let me check']
+    """
     rng = random.Random(config["seed"])
+    style = config.get("trace_style", "careful")
     pairs = []
     for row in rows:
         if row["task"] != "countdown":
@@ -41,8 +56,11 @@ def tiny_trace_pairs(rows: list[dict], config: dict) -> list[tuple[dict, str]]:
         if chain is None:
             continue
         problem = CountdownProblem(tuple(numbers), target, chain)
-        pairs.append((row, countdown_completion(rng, problem, style="careful", hint_prob=config["hint_prob"],
-                                                         max_attempts=20, **chain_options)))
+        completion = countdown_completion(rng, problem, style=style, hint_prob=config["hint_prob"],
+                                          max_attempts=TRACE_MAX_ATTEMPTS, **chain_options)
+        if countdown_reward(completion, row) < 1.0:
+            continue  # a search that gave up (careful: 20 misses; checking: none can, see check_candidates)
+        pairs.append((row, completion))
         if len(pairs) == config["num_examples"]:
             break
     return pairs

@@ -43,6 +43,9 @@ def test_stale_snapshots_are_found_and_rewritten_only_when_their_text_differs(tm
 
 @pytest.mark.parametrize(("argv", "dry"), [(["snakemake", "-n"], True), (["snakemake", "-pn", "-c2"], True),
                                            (["snakemake", "--dry-run"], True), (["snakemake", "-c2", "-p"], False),
+                                           (["snakemake", "--lint"], True), (["snakemake", "--lint=json"], True),
+                                           (["snakemake", "--summary"], True), (["snakemake", "-l"], True),
+                                           (["snakemake", "--report", "report.zip"], True),
                                            (["snakemake", "--configfile", "n.yaml"], False), (["snakemake", "-R", "all"], False)])
 def test_dry_run_flags_are_read_from_the_command_line(argv, dry):
     assert is_dry_run(argv) == dry

@@ -1,9 +1,8 @@
 import sys
-from pathlib import Path
 
 sys.path.insert(0, workflow.basedir)  # the pipeline package, also when not pip-installed
 
-from pipeline.config import ConfigError, write_snapshot
+from pipeline.config import ConfigError
 from pipeline.workflow import Workflow, is_dry_run, wildcard_pattern
 
 try:
@@ -51,8 +50,9 @@ rule config_snapshot:
     benchmark:
         P.benchmark("config_snapshot", "{key}")
     localrule: True
+    conda:
+        CONDA_ENV
     params:
         text=lambda wildcards: W.snapshots[wildcards.key],
-    run:
-        changed = write_snapshot(output[0], params.text)
-        Path(log[0]).write_text(f"{output[0]}: {'written' if changed else 'unchanged'}\n")
+    shell:
+        "python -m pipeline.snapshot_cli {output:q} {params.text:q} > {log}"

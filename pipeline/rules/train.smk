@@ -12,6 +12,9 @@ rule sft:
         P.benchmark("sft", "{run}")
     wildcard_constraints:
         run=wildcard_pattern(W.single_node_runs()),
+    # Training before evaluation when both are ready: a run's SFT and GRPO are its longest path,
+    # and the evaluation cells fill the cores that a finished run frees.
+    priority: 10
     conda:
         CONDA_ENV
     threads: lambda wildcards: W.train_threads(wildcards.run)
@@ -40,6 +43,7 @@ rule grpo:
         P.benchmark("grpo", "{run}")
     wildcard_constraints:
         run=wildcard_pattern(W.single_node_runs()),
+    priority: 10
     conda:
         CONDA_ENV
     threads: lambda wildcards: W.train_threads(wildcards.run)

@@ -7,9 +7,9 @@ We make such a base on purpose: each Countdown problem is written out in one of 
 
 - ``careful``: propose a step-by-step attempt, check it against the target ("no"/"yes") and try
   again until one hits (at most ``max_attempts``); long, and right when its arithmetic is (the
-  embedded default's style: its words are in no published marker list);
-- ``checking`` (the aha experiment's minority, pipeline/config/aha.yaml): open with "let me check", then try candidate chains in a
-  fixed order (for ordered problems every clean chain, ``+`` before ``-``; otherwise distinct
+  previous default's style: its words are in no published marker list);
+- ``checking`` (the default corpus's reflecting minority, pipeline/config/default.yaml): open
+  with "let me check", then try candidate chains in a fixed order (for ordered problems every clean chain, ``+`` before ``-``; otherwise distinct
   random chains), write each result beside the target and judge it (" vs 0 yes" / " vs 0 no, retry"), stopping at the
   first hit (at most ``max_attempts`` tries). "check" and "retry" are reflection markers of the
   published lists (stages/core/reflection.py), so GRPO's reflection rate counts these traces.

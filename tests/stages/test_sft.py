@@ -105,3 +105,40 @@ def test_sft_stage_trains_in_bfloat16_and_saves_the_model_in_it(tiny_model_dir, 
     history = [json.loads(line) for line in (saved / "sft_metrics.jsonl").read_text().splitlines()]
     assert len(history) == 6 and all(h["loss"] == h["loss"] for h in history)
     assert history[-1]["loss"] < history[0]["loss"]
+
+
+def countdown_train_rows(count: int) -> list[dict]:
+    from stages.core.generators import countdown_rows
+    return countdown_rows(count, seed=0, num_numbers=3, min_number=1, max_number=9, min_target=0, max_target=100,
+                          ops="+-", ordered=True, question_style="compact")
+
+
+def test_checking_traces_reflect_and_end_in_a_verified_answer():
+    from stages.core.reflection import has_reflection
+    from verifiers.countdown import countdown_reward
+
+    rows = countdown_train_rows(60)
+    config = SFTConfig(dataset="countdown", num_examples=40, trace_style="checking").model_dump()
+    pairs = sft.tiny_trace_pairs(rows, config)
+    assert len(pairs) == 40
+    assert all(completion.startswith("let me check\n") and has_reflection(completion) for _, completion in pairs)
+    assert all(countdown_reward(completion, row) == 1.0 for row, completion in pairs)
+    # Some traces search: a miss, then "no, retry", then the hit.
+    assert any("no, retry" in completion for _, completion in pairs)
+
+
+def test_traces_whose_search_gives_up_are_left_out(monkeypatch):
+    from verifiers.countdown import countdown_reward
+
+    rows = countdown_train_rows(80)
+    # One unhinted attempt: many careful searches end on a wrong chain, and none of those may train.
+    monkeypatch.setattr(sft, "TRACE_MAX_ATTEMPTS", 1)
+    config = SFTConfig(dataset="countdown", num_examples=80, trace_style="careful", hint_prob=0.0).model_dump()
+    pairs = sft.tiny_trace_pairs(rows, config)
+    assert 0 < len(pairs) < 70
+    assert all(countdown_reward(completion, row) == 1.0 for row, completion in pairs)
+
+
+def test_unknown_trace_style_is_refused_naming_the_field():
+    with pytest.raises(ValueError, match="trace_style"):
+        SFTConfig(dataset="countdown", trace_style="verbose")
