@@ -143,7 +143,7 @@ class Workflow:
         Snakemake's "params" rerun trigger sees such a change only where its .snakemake/metadata
         has a record of the file. A results directory copied elsewhere, or a deleted .snakemake,
         has none, and the changed config then reruns nothing: stages silently keep the old
-        settings. The Snakefile rewrites these files before the DAG is built (``sync_stale_snapshots``),
+        settings. The Snakefile rewrites these files before the DAG is built (``sync_snapshots``),
         so their newer mtime reruns every job that reads them.
         """
         stale = []
@@ -153,11 +153,20 @@ class Workflow:
                 stale.append(key)
         return stale
 
-    def sync_stale_snapshots(self) -> list[str]:
-        """Rewrite the ``stale_snapshots`` with the config's text; returns their keys."""
+    def sync_snapshots(self) -> list[str]:
+        """Rewrite the ``stale_snapshots`` with the config's text and write the missing ones;
+        returns the stale keys.
+
+        A missing snapshot is written too: artefacts made without it (a run that has just become
+        seeded, whose group report sits where the unseeded run's report was) are then older than
+        their snapshot input and rerun, where Snakemake would keep an existing output whose
+        inputs are merely missing. On a fresh directory it only does the snapshot jobs' work.
+        """
         stale = self.stale_snapshots()
-        for key in stale:
-            write_snapshot(self.paths.config_snapshot(key), self.snapshots[key])
+        for key, text in self.snapshots.items():
+            path = Path(self.paths.config_snapshot(key))
+            if key in stale or not path.exists():
+                write_snapshot(path, text)
         return stale
 
     @staticmethod

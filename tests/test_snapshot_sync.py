@@ -35,10 +35,30 @@ def test_stale_snapshots_are_found_and_rewritten_only_when_their_text_differs(tm
     after = Workflow.from_snakemake_config(smoke_config(tmp_path, 40))
     assert after.stale_snapshots() == ["data/countdown"]
     untouched = Path(after.paths.config_snapshot("models/tiny")).stat().st_mtime_ns
-    assert after.sync_stale_snapshots() == ["data/countdown"]
+    assert after.sync_snapshots() == ["data/countdown"]
     assert json.loads(Path(after.paths.config_snapshot("data/countdown")).read_text())["splits"]["train"] == 40
     assert Path(after.paths.config_snapshot("models/tiny")).stat().st_mtime_ns == untouched
     assert after.stale_snapshots() == []
+
+
+def test_missing_snapshots_are_written_so_that_outputs_made_without_them_rerun(tmp_path):
+    """r1zero becomes seeded: its group report's snapshot is new, and the unseeded report that sits
+    at the same path must come out older than it (Snakemake keeps an output whose input is
+    only missing)."""
+    unseeded = Workflow.from_snakemake_config(smoke_config(tmp_path, 200))
+    assert unseeded.sync_snapshots() == []
+    assert all(Path(unseeded.paths.config_snapshot(key)).is_file() for key in unseeded.snapshots)
+    old_report = Path(unseeded.paths.report("r1zero"))
+    old_report.mkdir(parents=True)
+    raw = smoke_config(tmp_path, 200)
+    raw["runs"]["r1zero"]["seeds"] = [0, 1]
+    seeded = Workflow.from_snakemake_config(raw)
+    assert not Path(seeded.paths.config_snapshot("report/r1zero")).exists()
+    # Stale: only the comparison (its member list now names the seed runs); the group's is missing.
+    assert seeded.sync_snapshots() == ["compare"]
+    snapshot = Path(seeded.paths.config_snapshot("report/r1zero"))
+    assert snapshot.read_text() == seeded.snapshots["report/r1zero"]
+    assert snapshot.stat().st_mtime_ns > old_report.stat().st_mtime_ns
 
 
 @pytest.mark.parametrize(("argv", "dry"), [(["snakemake", "-n"], True), (["snakemake", "-pn", "-c2"], True),
