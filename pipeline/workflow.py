@@ -137,36 +137,37 @@ class Workflow:
         """Stage key -> the JSON text of its snapshot (what the stage reads, nothing else)."""
         return {key: snapshot_text(snap) for key, snap in stage_snapshots(self.cfg).items()}
 
-    def stale_snapshots(self) -> list[str]:
-        """Keys whose snapshot file exists but holds other text than the config gives now.
+    def stale_snapshots(self) -> dict[str, str]:
+        """Snapshot key -> why it must be (re)written before the DAG is built, so that what reads it reruns.
 
-        Snakemake's "params" rerun trigger sees such a change only where its .snakemake/metadata
-        has a record of the file. A results directory copied elsewhere, or a deleted .snakemake,
-        has none, and the changed config then reruns nothing: stages silently keep the old
-        settings. The Snakefile rewrites these files before the DAG is built (``sync_snapshots``),
-        so their newer mtime reruns every job that reads them.
+        - "config changed": the file holds other text than the config gives now. Snakemake's
+          "params" rerun trigger sees such a change only where its .snakemake/metadata has a
+          record of the file; a results directory copied elsewhere, or a deleted .snakemake, has
+          none, and the changed config would rerun nothing: stages silently keep old settings.
+        - "new, and the report at its run's path was made without it": a run that has just become
+          seeded has no group-report snapshot yet, while the unseeded run's report sits at the
+          group report's path. Snakemake keeps an existing output whose input is only missing, so
+          the old report would pass for the seeded one.
+
+        The Snakefile writes these files (``sync_snapshots``); their newer mtime reruns every
+        job that reads them. Other missing snapshots are the config_snapshot rule's job.
         """
-        stale = []
+        stale = {}
         for key, text in self.snapshots.items():
             path = Path(self.paths.config_snapshot(key))
             if path.is_file() and path.read_text() != text:
-                stale.append(key)
+                stale[key] = "config changed"
+        for group in self.cfg.seed_groups():
+            key = f"report/{group}"
+            if not Path(self.paths.config_snapshot(key)).exists() and Path(self.paths.report(group)).exists():
+                stale[key] = "new, and the report at its run's path was made without it"
         return stale
 
-    def sync_snapshots(self) -> list[str]:
-        """Rewrite the ``stale_snapshots`` with the config's text and write the missing ones;
-        returns the stale keys.
-
-        A missing snapshot is written too: artefacts made without it (a run that has just become
-        seeded, whose group report sits where the unseeded run's report was) are then older than
-        their snapshot input and rerun, where Snakemake would keep an existing output whose
-        inputs are merely missing. On a fresh directory it only does the snapshot jobs' work.
-        """
+    def sync_snapshots(self) -> dict[str, str]:
+        """Write the ``stale_snapshots`` with the config's text; returns them (key -> why)."""
         stale = self.stale_snapshots()
-        for key, text in self.snapshots.items():
-            path = Path(self.paths.config_snapshot(key))
-            if key in stale or not path.exists():
-                write_snapshot(path, text)
+        for key in stale:
+            write_snapshot(self.paths.config_snapshot(key), self.snapshots[key])
         return stale
 
     @staticmethod

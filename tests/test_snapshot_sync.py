@@ -27,38 +27,40 @@ def smoke_config(results: Path, train_rows: int) -> dict:
 
 def test_stale_snapshots_are_found_and_rewritten_only_when_their_text_differs(tmp_path):
     before = Workflow.from_snakemake_config(smoke_config(tmp_path, 200))
-    assert before.stale_snapshots() == []  # nothing written yet: nothing stale (a fresh dir is the rule's job)
+    assert before.stale_snapshots() == {}  # nothing written yet: nothing stale (a fresh dir is the rule's job)
     for key, text in before.snapshots.items():
         Path(before.paths.config_snapshot(key)).parent.mkdir(parents=True, exist_ok=True)
         Path(before.paths.config_snapshot(key)).write_text(text)
-    assert before.stale_snapshots() == []
+    assert before.stale_snapshots() == {}
     after = Workflow.from_snakemake_config(smoke_config(tmp_path, 40))
-    assert after.stale_snapshots() == ["data/countdown"]
+    assert after.stale_snapshots() == {"data/countdown": "config changed"}
     untouched = Path(after.paths.config_snapshot("models/tiny")).stat().st_mtime_ns
-    assert after.sync_snapshots() == ["data/countdown"]
+    assert list(after.sync_snapshots()) == ["data/countdown"]
     assert json.loads(Path(after.paths.config_snapshot("data/countdown")).read_text())["splits"]["train"] == 40
     assert Path(after.paths.config_snapshot("models/tiny")).stat().st_mtime_ns == untouched
-    assert after.stale_snapshots() == []
+    assert after.stale_snapshots() == {}
 
 
-def test_missing_snapshots_are_written_so_that_outputs_made_without_them_rerun(tmp_path):
-    """r1zero becomes seeded: its group report's snapshot is new, and the unseeded report that sits
-    at the same path must come out older than it (Snakemake keeps an output whose input is
-    only missing)."""
+def test_a_run_that_becomes_seeded_gets_its_group_report_snapshot_over_the_old_report(tmp_path):
+    """r1zero becomes seeded: its group report's snapshot is new, and the unseeded report at the
+    same path must come out older than it (Snakemake keeps an output whose input is only missing)."""
     unseeded = Workflow.from_snakemake_config(smoke_config(tmp_path, 200))
-    assert unseeded.sync_snapshots() == []
-    assert all(Path(unseeded.paths.config_snapshot(key)).is_file() for key in unseeded.snapshots)
-    old_report = Path(unseeded.paths.report("r1zero"))
-    old_report.mkdir(parents=True)
+    for key, text in unseeded.snapshots.items():
+        Path(unseeded.paths.config_snapshot(key)).parent.mkdir(parents=True, exist_ok=True)
+        Path(unseeded.paths.config_snapshot(key)).write_text(text)
     raw = smoke_config(tmp_path, 200)
     raw["runs"]["r1zero"]["seeds"] = [0, 1]
+    assert "report/r1zero" not in Workflow.from_snakemake_config(raw).stale_snapshots()  # no old report: the rule's job
+    old_report = Path(unseeded.paths.report("r1zero"))
+    old_report.mkdir(parents=True)
     seeded = Workflow.from_snakemake_config(raw)
-    assert not Path(seeded.paths.config_snapshot("report/r1zero")).exists()
-    # Stale: only the comparison (its member list now names the seed runs); the group's is missing.
-    assert seeded.sync_snapshots() == ["compare"]
+    # The comparison's member list now names the seed runs; the group's snapshot is new over an old report.
+    assert sorted(seeded.stale_snapshots()) == ["compare", "report/r1zero"]
+    seeded.sync_snapshots()
     snapshot = Path(seeded.paths.config_snapshot("report/r1zero"))
     assert snapshot.read_text() == seeded.snapshots["report/r1zero"]
     assert snapshot.stat().st_mtime_ns > old_report.stat().st_mtime_ns
+    assert seeded.stale_snapshots() == {}
 
 
 @pytest.mark.parametrize(("argv", "dry"), [(["snakemake", "-n"], True), (["snakemake", "-pn", "-c2"], True),
@@ -91,6 +93,6 @@ def test_a_copied_results_dir_reruns_a_changed_stage(tmp_path):
     snapshot = tmp_path / "b" / ".config" / "data" / "countdown.json"
 
     run = snakemake(changed, str(target))
-    assert "config changed for data/countdown" in run.stderr
+    assert "snapshot data/countdown (config changed)" in run.stderr
     assert len(target.read_text().splitlines()) == 40  # without the rewrite: 200, the stage rerun on the old snapshot
     assert json.loads(snapshot.read_text())["splits"]["train"] == 40

@@ -18,14 +18,14 @@ if W.missing_inputs():
     sys.stderr.write("\n" + "\n".join(W.missing_inputs()) + "\n\n")
     raise SystemExit(1)
 if is_dry_run(sys.argv):
-    for key in W.stale_snapshots():
-        sys.stderr.write(f"config changed for {key}: a real run rewrites its snapshot and reruns what reads it\n")
+    for key, why in W.stale_snapshots().items():
+        sys.stderr.write(f"snapshot {key} ({why}): a real run writes it and reruns what reads it\n")
 else:
-    # Stale snapshots rewritten and missing ones written before the DAG is built, so the rerun
-    # never depends on Snakemake's metadata records (a copied results directory has none) nor on
-    # an old output at a new snapshot's consumer's path (see Workflow.sync_snapshots).
-    for key in W.sync_snapshots():
-        sys.stderr.write(f"config changed for {key}: snapshot rewritten, what reads it reruns\n")
+    # Written before the DAG is built, so the rerun never depends on Snakemake's metadata records
+    # (a copied results directory has none) nor on an old output at a new snapshot's consumer's
+    # path (see Workflow.stale_snapshots).
+    for key, why in W.sync_snapshots().items():
+        sys.stderr.write(f"snapshot {key} ({why}): written, what reads it reruns\n")
 # Rules run `python` from the environment the user activated (where `pip install -e .` put the
 # dependencies); with --software-deployment-method conda, Snakemake builds this env instead.
 CONDA_ENV = "../envs/r1zero.yaml"
