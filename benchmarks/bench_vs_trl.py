@@ -303,7 +303,7 @@ def evaluate_policy(work: dict, model_dir: Path) -> dict:
     score.main(work["score"], {"samples": str(samples), "data": work["test"]}, {"scores": str(scores)})
     result = json.loads(scores.read_text())
     return {"pass@1": result["pass@1"], "interval": result.get("avg@n_interval"), "num_samples": result["num_samples"],
-            "eval_s": time.perf_counter() - started}
+            "per_prompt": result["per_prompt"], "eval_s": time.perf_counter() - started}
 
 
 # ---------------------------------------------------------------- one run (in a subprocess)
@@ -416,6 +416,24 @@ def table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def pass_at_1_differences(records: list[dict]) -> str:
+    """Per seed, the project's held-out pass@1 minus TRL's on the same prompts, with a paired
+    bootstrap (stages/core/eval_metrics.py): whether "equal or better" is a difference or noise."""
+    from stages.core.eval_metrics import paired_bootstrap
+
+    per_prompt = {(r["trainer"], r["seed"]): r.get("eval", {}).get("per_prompt") for r in records}
+    lines = ["| seed | pass@1 r1zero - TRL [95% CI] | p | verdict |", "|---:|---|---:|---|"]
+    for seed in sorted({seed for _, seed in per_prompt}):
+        ours, theirs = per_prompt.get(("r1zero", seed)), per_prompt.get(("trl", seed))
+        if not ours or not theirs:
+            continue
+        test = paired_bootstrap(ours, theirs)
+        low, high = test["interval"]
+        verdict = "significant" if test["significant"] else "not significant"
+        lines.append(f"| {seed} | {test['difference']:+.3f} [{low:+.3f}, {high:+.3f}] | {test['p_value']:.2f} | {verdict} |")
+    return "\n".join(lines) if len(lines) > 2 else ""
+
+
 def machine() -> str:
     cpu = platform.processor() or platform.machine()
     with contextlib.suppress(OSError):
@@ -501,6 +519,9 @@ def main(argv: list[str] | None = None) -> None:
           f"{work['grpo']['prompts_per_step']} prompts x {work['grpo']['group_size']} completions, "
           f"{work['grpo']['max_new_tokens']} new tokens; {_versions()}\n")
     print(table(rows))
+    differences = pass_at_1_differences(records)
+    if differences:
+        print(f"\nHeld-out pass@1, paired by prompt (100 x 8 samples each):\n\n{differences}")
     if args.device.startswith("cuda"):
         print("\n| trainer | seed | rollout tokens/s | update tokens/s | MFU | peak GiB |\n|---|---:|---:|---:|---:|---:|")
         for r in rows:
