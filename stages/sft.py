@@ -45,7 +45,6 @@ def tiny_trace_pairs(rows: list[dict], config: dict) -> list[tuple[dict, str]]:
         ['let me check', 'let me check']
     """
     rng = random.Random(config["seed"])
-    style = config.get("trace_style", "careful")
     pairs = []
     for row in rows:
         if row["task"] != "countdown":
@@ -56,7 +55,7 @@ def tiny_trace_pairs(rows: list[dict], config: dict) -> list[tuple[dict, str]]:
         if chain is None:
             continue
         problem = CountdownProblem(tuple(numbers), target, chain)
-        completion = countdown_completion(rng, problem, style=style, hint_prob=config["hint_prob"],
+        completion = countdown_completion(rng, problem, style=config["trace_style"], hint_prob=config["hint_prob"],
                                           max_attempts=TRACE_MAX_ATTEMPTS, **chain_options)
         if countdown_reward(completion, row) < 1.0:
             continue  # a search that gave up (careful: 20 misses; checking: none can, see check_candidates)

@@ -9,9 +9,10 @@ We make such a base on purpose: each Countdown problem is written out in one of 
   again until one hits (at most ``max_attempts``); long, and right when its arithmetic is (the
   previous default's style: its words are in no published marker list);
 - ``checking`` (the default corpus's reflecting minority, pipeline/config/default.yaml): open
-  with "let me check", then try candidate chains in a fixed order (for ordered problems every clean chain, ``+`` before ``-``; otherwise distinct
-  random chains), write each result beside the target and judge it (" vs 0 yes" / " vs 0 no, retry"), stopping at the
-  first hit (at most ``max_attempts`` tries). "check" and "retry" are reflection markers of the
+  with "let me check", then try candidate chains in a fixed order (for ordered problems every
+  clean chain, ``+`` before ``-``; otherwise distinct random chains), write each result beside
+  the target and judge it (" vs 0 yes" / " vs 0 no, retry"), stopping at the first hit (at most
+  ``max_attempts`` tries). "check" and "retry" are reflection markers of the
   published lists (stages/core/reflection.py), so GRPO's reflection rate counts these traces.
   Long, and right whenever the model's per-step arithmetic is;
 - ``guess``: one attempt, answered without checking; short, and right only when the proposal
